@@ -1,0 +1,8 @@
+"""mmdavpt: DA-VPT (Distribution-Aware Visual Prompt Tuning, CVPR 2025) for MMSeg and MMPretrain.
+
+Importing the package registers its models, losses, hooks and datasets in MMPretrain's and MMSeg's
+registries (``custom_imports=dict(imports=['mmdavpt'], allow_failed_imports=False)`` in a config).
+"""
+from . import engine, models  # noqa: F401  (registration)
+
+__version__ = '0.1.0'

@@ -1,0 +1,3 @@
+from .hooks import SemanticMappingHook
+
+__all__ = ['SemanticMappingHook']

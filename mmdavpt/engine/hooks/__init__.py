@@ -1,0 +1,3 @@
+from .mapping_hook import SemanticMappingHook
+
+__all__ = ['SemanticMappingHook']

@@ -1,0 +1,120 @@
+"""The hook that builds and updates the class -> prompt mapping (paper section 2.4)."""
+import json
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from mmengine.dist import get_rank
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.runner import EpochBasedTrainLoop
+from mmengine.utils import ProgressBar
+from mmpretrain.registry import HOOKS as PRETRAIN_HOOKS
+from mmseg.registry import HOOKS as SEG_HOOKS
+
+from mmdavpt.models.mapping import RemapResult, SemanticMapping
+
+
+class SemanticMappingHook(Hook):
+    """Initial mapping before training, remapping after every epoch or every ``interval`` iters.
+
+    Before training (unless a mapping was loaded or resumed), the frozen pre-trained backbone runs
+    over the training data and the per-class mean features are clustered. During training the
+    class statistics come from the training forward pass itself (no extra forward pass); they are
+    re-clustered, warm-started from the previous centroids:
+
+    - under an ``EpochBasedTrainLoop``, after every ``interval`` epochs;
+    - under an ``IterBasedTrainLoop``, every ``interval`` iterations.
+
+    Args:
+        interval: epochs (epoch-based loops) or iterations (iteration-based loops) between remaps.
+        images_per_class: cap on the samples per class of the initial pass (images for
+            classification, labelled patches for segmentation); ``None`` uses all.
+        by_epoch: ``None`` follows the train loop; set it to force one behaviour.
+    """
+
+    priority = 'NORMAL'  # before CheckpointHook, so a saved checkpoint holds the new mapping
+
+    def __init__(self, interval: int = 1, images_per_class: Optional[int] = None,
+                 by_epoch: Optional[bool] = None) -> None:
+        if interval < 1:
+            raise ValueError(f'interval must be >= 1, got {interval}')
+        if images_per_class is not None and images_per_class < 1:
+            raise ValueError(f'images_per_class must be >= 1 or None, got {images_per_class}')
+        self.interval = interval
+        self.images_per_class = images_per_class
+        self.by_epoch = by_epoch
+
+    @staticmethod
+    def _model(runner):
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        if getattr(model, 'guidance', None) is None:
+            raise RuntimeError(f'{type(model).__name__} has no DA-VPT guidance: use '
+                               'DAVPTImageClassifier / DAVPTEncoderDecoder with guidance=dict(...)'
+                               ', or remove SemanticMappingHook from custom_hooks')
+        return model
+
+    def before_train(self, runner) -> None:
+        if self.by_epoch is None:
+            self.by_epoch = isinstance(runner.train_loop, EpochBasedTrainLoop)
+        mapping: SemanticMapping = self._model(runner).guidance.mapping
+        if mapping.initialized:
+            runner.logger.info('DA-VPT: class->prompt mapping restored from the checkpoint')
+            return
+        self._initial_pass(runner)
+        self._remap(runner, 'initial')
+
+    @torch.no_grad()
+    def _initial_pass(self, runner) -> None:
+        model = self._model(runner)
+        mapping = model.guidance.mapping
+        mapping.reset_statistics()
+        was_training = model.training
+        model.eval()
+        loader = runner.train_dataloader
+        cap = self.images_per_class
+        bar = ProgressBar(len(loader)) if get_rank() == 0 else None
+        runner.logger.info('DA-VPT: class means of the frozen pre-trained backbone over the '
+                           f'training data ({"all" if cap is None else cap} images per class)')
+        for data in loader:
+            data = model.data_preprocessor(data, False)
+            feats, labels = model.mapping_features(data['inputs'], data['data_samples'])
+            if cap is not None:  # keep the samples of classes still below the cap
+                same_class_before = F.one_hot(labels, mapping.num_classes).cumsum(0)[
+                    torch.arange(len(labels)), labels] - 1
+                keep = mapping.class_count[labels] + same_class_before < cap
+                feats, labels = feats[keep], labels[keep]
+            mapping.accumulate(feats, labels)
+            if bar is not None:
+                bar.update()
+            if cap is not None and bool((mapping.class_count >= cap).all()):
+                break
+        if bar is not None:
+            print()
+        model.train(was_training)
+
+    def _remap(self, runner, when: str) -> None:
+        mapping: SemanticMapping = self._model(runner).guidance.mapping
+        result: RemapResult = mapping.remap()
+        runner.logger.info(
+            f'DA-VPT remap ({when}): k-means {result.kmeans_seconds:.3f} s over '
+            f'{result.num_seen_classes} classes, {result.moved_fraction:.1%} of classes moved; '
+            f'class_to_prompt={json.dumps(mapping.class_to_prompt.tolist())}')
+        runner.message_hub.update_info('davpt_mapping', self.mapping_state(mapping))
+
+    @staticmethod
+    def mapping_state(mapping: SemanticMapping) -> Dict[str, object]:
+        return dict(class_to_prompt=mapping.class_to_prompt.tolist(),
+                    num_remaps=int(mapping.num_remaps))
+
+    def after_train_epoch(self, runner) -> None:
+        if self.by_epoch and self.every_n_epochs(runner, self.interval):
+            self._remap(runner, f'after epoch {runner.epoch + 1}')
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if not self.by_epoch and self.every_n_train_iters(runner, self.interval):
+            self._remap(runner, f'after iteration {runner.iter + 1}')
+
+
+PRETRAIN_HOOKS.register_module(module=SemanticMappingHook)
+SEG_HOOKS.register_module(module=SemanticMappingHook)

@@ -1,0 +1,3 @@
+from .davpt_classifier import DAVPTImageClassifier
+
+__all__ = ['DAVPTImageClassifier']

@@ -1,0 +1,58 @@
+"""MMPretrain ``ImageClassifier`` that adds the DA-VPT guidance losses."""
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from mmpretrain.models import ImageClassifier
+from mmpretrain.structures import DataSample
+from torch import Tensor
+
+from mmdavpt.models.guidance import PromptGuidance
+from mmdavpt.registry import register_model
+
+
+@register_model
+class DAVPTImageClassifier(ImageClassifier):
+    """``ImageClassifier`` with a :class:`DAVPTViT` backbone and DA-VPT guidance.
+
+    Args:
+        guidance: ``dict(loss_xp=..., loss_pcls=..., mapping=...)`` (see
+            :class:`PromptGuidance`), or ``None`` for plain VPT / linear probing / bias tuning.
+        Other arguments are those of ``ImageClassifier``.
+
+    Every patch takes its image's label; the loss dict gains ``loss_ml_xp`` and ``loss_ml_pcls``.
+    The final CLS features of the training pass feed the class means of the next remapping.
+    """
+
+    def __init__(self, *args, guidance: Optional[dict] = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.guidance = None
+        if guidance is not None:
+            self.guidance = PromptGuidance(self.backbone, self.head.num_classes, **guidance)
+
+    @staticmethod
+    def _labels(data_samples: List[DataSample], device: torch.device) -> Tensor:
+        return torch.cat([ds.gt_label for ds in data_samples]).to(device)
+
+    def loss(self, inputs: Tensor, data_samples: List[DataSample]) -> dict:
+        feats = self.extract_feat(inputs)
+        losses = self.head.loss(feats, data_samples)
+        if self.guidance is None:
+            return losses
+        labels = self._labels(data_samples, inputs.device)
+        taps, final = self.backbone.pop_taps()
+        num_patches = next(iter(taps.values())).patch_mhsa.shape[1]
+        image_positive = F.one_hot(labels, self.guidance.mapping.num_classes).bool()
+        losses.update(self.guidance.losses(taps, labels[:, None].expand(-1, num_patches),
+                                           image_positive))
+        self.guidance.mapping.accumulate(final[:, 0], labels)
+        return losses
+
+    @torch.no_grad()
+    def mapping_features(self, inputs: Tensor,
+                         data_samples: List[DataSample]) -> Tuple[Tensor, Tensor]:
+        """Features and labels for the class means: the final CLS token of each image."""
+        with self.backbone.record():
+            self.backbone(inputs)
+        _, final = self.backbone.pop_taps()
+        return final[:, 0], self._labels(data_samples, inputs.device)

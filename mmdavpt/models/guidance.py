@@ -1,0 +1,106 @@
+"""DA-VPT guidance: labels -> prompts -> the two metric losses, and the class statistics.
+
+Neither MMPretrain's ``ImageClassifier`` nor MMSeg's ``EncoderDecoder`` hands labels to the
+backbone, so the model glue (``DAVPTImageClassifier``, ``DAVPTEncoderDecoder``) calls this module
+after the backbone's forward pass with what :class:`DAVPTViT` recorded.
+"""
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmdavpt.models.backbones import DAVPTViT
+from mmdavpt.models.losses import prompts_present
+from mmdavpt.models.mapping import SemanticMapping
+from mmdavpt.registry import build_model
+
+
+class PromptGuidance(nn.Module):
+    """Owns the semantic mapping and the two loss modules of one DA-VPT model.
+
+    Args:
+        backbone: the model's :class:`DAVPTViT` (its taps are switched on here).
+        num_classes: C.
+        loss_xp: config of ``L_ML(x, p)``, e.g. ``dict(type='PatchPromptLoss', loss_weight=0.1)``;
+            ``None`` switches it off.
+        loss_pcls: config of ``L_ML(p, x_cls)``, e.g. ``dict(type='ClsPromptLoss', ...)``.
+        mapping: extra arguments of :class:`SemanticMapping` (``seed``, ``n_init``).
+    """
+
+    def __init__(self, backbone: DAVPTViT, num_classes: int, loss_xp: Optional[dict] = None,
+                 loss_pcls: Optional[dict] = None, mapping: Optional[dict] = None) -> None:
+        super().__init__()
+        if not isinstance(backbone, DAVPTViT):
+            raise TypeError(f'DA-VPT guidance needs a DAVPTViT backbone, got '
+                            f'{type(backbone).__name__}')
+        if not backbone.guided_layers:
+            raise ValueError('DA-VPT guidance needs guided prompts: set num_guided_prompts > 0 '
+                             'in the backbone, or guidance=None for plain VPT')
+        self.loss_xp = build_model(loss_xp) if loss_xp else None
+        self.loss_pcls = build_model(loss_pcls) if loss_pcls else None
+        self.mapping = SemanticMapping(num_classes, backbone.num_guided_prompts,
+                                       backbone.embed_dims, **(mapping or {}))
+        backbone.record_taps = True
+
+    @property
+    def num_prompts(self) -> int:
+        return self.mapping.num_prompts
+
+    def losses(self, taps: Dict[int, object], patch_labels: Tensor,
+               image_positive: Tensor) -> Dict[str, Tensor]:
+        """The guidance losses, averaged over the guided layers.
+
+        Args:
+            taps: {guided layer: GuidanceTaps} from :meth:`DAVPTViT.pop_taps`.
+            patch_labels: B x N class of every patch, -1 where ignored.
+            image_positive: B x C bool, the classes present in each image.
+        """
+        c2p = self.mapping.class_to_prompt
+        patch_prompt = torch.where(patch_labels >= 0, c2p[patch_labels.clamp(min=0)], -1)
+        prompt_positive = (image_positive.float() @ F.one_hot(c2p, self.num_prompts).float()) > 0
+        losses = {}
+        if self.loss_xp is not None:
+            losses['loss_ml_xp'] = sum(
+                self.loss_xp(t, patch_prompt, prompt_positive) for t in taps.values()) / len(taps)
+        if self.loss_pcls is not None:
+            losses['loss_ml_pcls'] = sum(
+                self.loss_pcls(t, prompt_positive) for t in taps.values()) / len(taps)
+        return losses
+
+
+def patch_labels_from_mask(mask: Tensor, patch_size: int, num_classes: int,
+                           ignore_index: int = 255) -> Tensor:
+    """Majority label of each patch of a segmentation mask.
+
+    Args:
+        mask: B x H x W (or B x 1 x H x W) integer labels; ``ignore_index`` pixels do not vote.
+        patch_size: side of a square patch; the mask is padded with ``ignore_index`` to a
+            multiple of it (as the patch embedding pads the image at its bottom-right corner).
+        num_classes: C; values outside [0, C) other than ``ignore_index`` raise.
+
+    Returns:
+        B x (H / p) x (W / p) long, -1 for patches with no labelled pixel. Ties go to the lower
+        class index.
+    """
+    if mask.ndim == 4:
+        mask = mask[:, 0]
+    mask = mask.long()
+    bad = (mask != ignore_index) & ((mask < 0) | (mask >= num_classes))
+    if bad.any():
+        values = sorted(set(mask[bad].unique().tolist()))
+        raise ValueError(f'segmentation mask has values {values[:10]} outside [0, {num_classes}) '
+                         f'that are not the ignore index {ignore_index}')
+    B, H, W = mask.shape
+    pad_h, pad_w = -H % patch_size, -W % patch_size
+    mask = F.pad(mask, (0, pad_w, 0, pad_h), value=ignore_index)
+    h, w = mask.shape[1] // patch_size, mask.shape[2] // patch_size
+    votes = mask.where(mask != ignore_index, num_classes)  # ignore -> extra bin
+    votes = votes.reshape(B, h, patch_size, w, patch_size).permute(0, 1, 3, 2, 4).reshape(
+        B * h * w, patch_size * patch_size)
+    counts = torch.zeros(B * h * w, num_classes + 1, device=mask.device)
+    counts.scatter_add_(1, votes, torch.ones_like(votes, dtype=counts.dtype))
+    counts = counts[:, :num_classes]
+    labels = counts.argmax(dim=1)
+    labels[counts.sum(dim=1) == 0] = -1
+    return labels.reshape(B, h, w)

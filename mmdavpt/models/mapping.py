@@ -1,0 +1,124 @@
+"""The class -> prompt semantic mapping of DA-VPT (paper section 2.4).
+
+C classes are mapped onto the M prompts of a guided layer by k-means over L2-normalised per-class
+mean features. The mapping, the centroids and the running class statistics are buffers, so they
+are saved in checkpoints, restored on resume and loaded with the model.
+"""
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from mmengine import dist
+from sklearn.cluster import KMeans
+from torch import Tensor, nn
+
+
+@dataclass
+class RemapResult:
+    """What one remapping did (for the logs)."""
+    kmeans_seconds: float
+    moved_fraction: float
+    num_seen_classes: int
+
+
+class SemanticMapping(nn.Module):
+    """Class-to-prompt mapping with its running class statistics.
+
+    Args:
+        num_classes: C.
+        num_prompts: M, the prompts of a guided layer.
+        feat_dim: D, the width of the features that are clustered.
+        seed: random state of the k-means initialisation (deterministic for a seed).
+        n_init: k-means restarts for the first clustering (warm starts use one).
+
+    With C <= M every class gets its own prompt and no clustering happens.
+    """
+
+    def __init__(self, num_classes: int, num_prompts: int, feat_dim: int, seed: int = 0,
+                 n_init: int = 4) -> None:
+        super().__init__()
+        if num_classes <= 0 or num_prompts <= 0:
+            raise ValueError(f'num_classes and num_prompts must be > 0, got {num_classes} and '
+                             f'{num_prompts}')
+        self.num_classes = num_classes
+        self.num_prompts = num_prompts
+        self.seed = seed
+        self.n_init = n_init
+        self.register_buffer('class_to_prompt', torch.arange(num_classes) % num_prompts)
+        self.register_buffer('centroids', torch.zeros(num_prompts, feat_dim))
+        self.register_buffer('class_sum', torch.zeros(num_classes, feat_dim, dtype=torch.float64))
+        self.register_buffer('class_count', torch.zeros(num_classes, dtype=torch.float64))
+        self.register_buffer('num_remaps', torch.zeros((), dtype=torch.long))
+
+    @property
+    def initialized(self) -> bool:
+        """Whether a mapping was computed (or loaded), rather than the placeholder."""
+        return bool(self.num_remaps > 0)
+
+    @torch.no_grad()
+    def accumulate(self, features: Tensor, labels: Tensor) -> None:
+        """Add N x D features of classes ``labels`` (N,) to the running class sums."""
+        if features.shape[0] == 0:
+            return
+        if labels.min() < 0 or labels.max() >= self.num_classes:
+            raise ValueError(f'labels must lie in [0, {self.num_classes}), got '
+                             f'[{int(labels.min())}, {int(labels.max())}]')
+        self.class_sum.index_add_(0, labels, features.detach().to(self.class_sum.dtype))
+        self.class_count.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64))
+
+    def reset_statistics(self) -> None:
+        self.class_sum.zero_()
+        self.class_count.zero_()
+
+    @torch.no_grad()
+    def remap(self) -> RemapResult:
+        """Re-cluster the classes seen since the last reset and reset the statistics.
+
+        The statistics are summed over all ranks first, and rank 0's result is broadcast, so
+        every rank holds the same mapping. Classes not seen keep their prompt. The k-means starts
+        from the previous centroids once a mapping exists.
+        """
+        dist.all_reduce(self.class_sum)
+        dist.all_reduce(self.class_count)
+        seen = (self.class_count > 0).nonzero().flatten()
+        old = self.class_to_prompt.clone()
+        start = time.perf_counter()
+        if len(seen) > 0 and dist.get_rank() == 0:
+            self._cluster(seen)
+        seconds = time.perf_counter() - start
+        dist.broadcast(self.class_to_prompt, 0)
+        dist.broadcast(self.centroids, 0)
+        self.num_remaps += 1
+        self.reset_statistics()
+        moved = float((old != self.class_to_prompt).float().mean())
+        return RemapResult(seconds, moved, len(seen))
+
+    def _cluster(self, seen: Tensor) -> None:
+        means = self.class_sum[seen] / self.class_count[seen, None]
+        feats = torch.nn.functional.normalize(means, dim=1).numpy()
+        if self.num_classes <= self.num_prompts:
+            self.class_to_prompt.copy_(torch.arange(self.num_classes))
+            for c, f in zip(seen.tolist(), feats):
+                self.centroids[c] = torch.from_numpy(f)
+            return
+        warm = self.initialized
+        if len(seen) >= self.num_prompts:
+            init = self.centroids.double().numpy() if warm else 'k-means++'
+            km = KMeans(self.num_prompts, init=init, n_init=1 if warm else self.n_init,
+                        random_state=self.seed).fit(feats)
+            assign, centroids = km.labels_, km.cluster_centers_
+        elif warm:
+            # Fewer seen classes than prompts: join each to the nearest existing centroid.
+            cents = self.centroids.double().numpy()
+            assign = ((feats[:, None] - cents[None]) ** 2).sum(-1).argmin(1)
+            centroids = cents
+        else:
+            raise ValueError(
+                f'only {len(seen)} of {self.num_classes} classes were seen, fewer than the '
+                f'{self.num_prompts} guided prompts: cannot build the first mapping')
+        self.class_to_prompt[seen] = torch.as_tensor(np.asarray(assign), dtype=torch.long)
+        self.centroids.copy_(torch.as_tensor(np.asarray(centroids)))
+
+    def extra_repr(self) -> str:
+        return f'num_classes={self.num_classes}, num_prompts={self.num_prompts}'

@@ -1,0 +1,105 @@
+import pytest
+import torch
+from mmpretrain.structures import DataSample
+from mmseg.structures import SegDataSample
+from mmengine.registry import DefaultScope
+from mmengine.structures import PixelData
+from mmseg.registry import MODELS as SEG_MODELS
+
+from mmdavpt.models import patch_labels_from_mask
+from mmdavpt.registry import build_model
+
+from _tiny import tiny_backbone_cfg, tiny_classifier_cfg
+
+
+def test_patch_labels_majority_and_ignore():
+    mask = torch.full((1, 4, 6), 255)
+    mask[0, :2, :2] = torch.tensor([[1, 1], [2, 255]])  # patch (0,0): 1 wins, 255 does not vote
+    mask[0, :2, 2:4] = torch.tensor([[3, 3], [255, 255]])  # patch (0,1): 3
+    mask[0, 2:, :2] = torch.tensor([[0, 2], [2, 0]])  # tie 0 vs 2 -> lower index
+    # patch (1,1) and (0,2), (1,2): only ignore pixels -> -1
+    labels = patch_labels_from_mask(mask, 2, num_classes=4)
+    assert labels.tolist() == [[[1, 3, -1], [0, -1, -1]]]
+    # sizes not divisible by the patch: padded with the ignore index at the bottom-right
+    odd = patch_labels_from_mask(torch.ones(1, 1, 3, 3, dtype=torch.long), 2, 4)
+    assert odd.tolist() == [[[1, 1], [1, 1]]]
+    with pytest.raises(ValueError, match=r'values \[7\] outside \[0, 4\)'):
+        patch_labels_from_mask(torch.tensor([[[7, 255]]]), 2, 4)
+
+
+def _cls_batch(model, labels):
+    inputs = torch.randn(len(labels), 3, 32, 32)
+    samples = [DataSample().set_gt_label(int(y)) for y in labels]
+    return inputs, samples
+
+
+def test_classifier_adds_both_guidance_losses_and_trains_only_prompts_and_head():
+    model = build_model(tiny_classifier_cfg())
+    model.train()
+    inputs, samples = _cls_batch(model, [0, 1, 2, 3])
+    losses = model.loss(inputs, samples)
+    assert set(losses) == {'loss', 'loss_ml_xp', 'loss_ml_pcls'}
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    grads = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert grads == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert grads == {'backbone.prompts.0', 'backbone.prompts.1', 'backbone.prompts.2',
+                     'head.fc.weight', 'head.fc.bias'}
+    # the training pass fed the class statistics of the next remap
+    assert model.guidance.mapping.class_count[:4].tolist() == [1, 1, 1, 1]
+    # eval: nothing recorded, plain predictions
+    model.eval()
+    preds = model.predict(inputs, samples)
+    assert len(preds) == 4 and model.backbone._final_tokens is None
+
+
+def test_guidance_losses_follow_the_mapping():
+    model = build_model(tiny_classifier_cfg(num_classes=4))
+    model.train()
+    inputs, samples = _cls_batch(model, [0, 1, 2, 3])
+    torch.manual_seed(0)
+    model.guidance.mapping.class_to_prompt.copy_(torch.tensor([0, 0, 1, 1]))
+    a = model.loss(inputs, samples)['loss_ml_xp']
+    model.guidance.mapping.class_to_prompt.copy_(torch.tensor([0, 1, 0, 1]))
+    b = model.loss(inputs, samples)['loss_ml_xp']
+    assert not torch.isclose(a, b)
+
+
+def test_guidance_needs_guided_prompts():
+    with pytest.raises(ValueError, match='num_guided_prompts > 0'):
+        build_model(tiny_classifier_cfg(num_guided_prompts=0))
+
+
+def _seg_model(guidance=True):
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        return SEG_MODELS.build(dict(
+        type='DAVPTEncoderDecoder',
+        data_preprocessor=dict(type='SegDataPreProcessor', mean=[0, 0, 0], std=[1, 1, 1],
+                               size=(32, 32), pad_val=0, seg_pad_val=255),
+        backbone=tiny_backbone_cfg(out_type='featmap', out_indices=(1, 2)),
+        decode_head=dict(type='SETRUPHead', in_channels=32, channels=16, in_index=1,
+                         num_classes=4, num_convs=2, up_scale=2, kernel_size=3,
+                         norm_cfg=dict(type='BN'), align_corners=False,
+                         loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0)),
+        guidance=dict(loss_xp=dict(type='PatchPromptLoss', loss_weight=0.1),
+                      loss_pcls=dict(type='ClsPromptLoss', loss_weight=0.1)) if guidance
+        else None))
+
+
+def test_segmentor_uses_patch_majority_labels():
+    model = _seg_model()
+    model.train()
+    masks = torch.randint(0, 4, (2, 1, 32, 32))
+    masks[1, :, :16] = 255
+    samples = []
+    for m in masks:
+        s = SegDataSample()
+        s.gt_sem_seg = PixelData(data=m)
+        s.set_metainfo(dict(img_shape=(32, 32), pad_shape=(32, 32)))
+        samples.append(s)
+    losses = model.loss(torch.randn(2, 3, 32, 32), samples)
+    assert {'loss_ml_xp', 'loss_ml_pcls', 'decode.loss_ce'} <= set(losses)
+    assert all(torch.isfinite(v) for k, v in losses.items() if k.startswith('loss'))
+    # 16 patches per image, the top half of image 1 ignored -> 16 + 8 labelled patches
+    assert model.guidance.mapping.class_count.sum() == 24
+    assert model.mapping_features(torch.randn(2, 3, 32, 32), samples)[0].shape == (24, 32)

@@ -1,0 +1,109 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmdavpt.models.losses import (ClsPromptLoss, GuidanceTaps, PatchPromptLoss,
+                                   prompt_anchor_loss, prompts_present)
+
+
+def reference_loss(samples, prompts, positive, margin, temperature):
+    """Eq. 4 written plainly with Python loops."""
+    M = prompts.shape[0]
+    pos_terms, neg_terms = [], []
+    for k in range(M):
+        p = prompts[k] / prompts[k].norm()
+        pos_sum, neg_sum, has_pos = 0.0, 0.0, False
+        for i in range(samples.shape[0]):
+            x = samples[i] / samples[i].norm()
+            s = float(p @ x)
+            if positive[i, k]:
+                has_pos = True
+                pos_sum += math.exp(-(s - margin) / temperature)
+            else:
+                neg_sum += math.exp((s + margin) / temperature)
+        if has_pos:
+            pos_terms.append(math.log(1 + pos_sum))
+        neg_terms.append(math.log(1 + neg_sum))
+    pos = sum(pos_terms) / len(pos_terms) if pos_terms else 0.0
+    return pos + sum(neg_terms) / M
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_prompt_anchor_loss_matches_reference(seed):
+    g = torch.Generator().manual_seed(seed)
+    samples = torch.randn(12, 8, generator=g, dtype=torch.float64)
+    prompts = torch.randn(4, 8, generator=g, dtype=torch.float64)
+    positive = torch.zeros(12, 4, dtype=torch.bool)
+    positive[torch.arange(12), torch.randint(0, 3, (12, ), generator=g)] = True  # prompt 3: none
+    for margin, temperature in [(0.1, 1 / 32), (0.2, 0.5), (0.0, 1.0)]:
+        got = prompt_anchor_loss(samples, prompts, positive, margin, temperature)
+        want = reference_loss(samples, prompts, positive, margin, temperature)
+        assert got.item() == pytest.approx(want, rel=1e-5)
+
+
+def test_prompt_without_positives_only_in_negative_term():
+    samples = torch.randn(6, 4)
+    prompts = torch.randn(3, 4)
+    positive = torch.zeros(6, 3, dtype=torch.bool)
+    positive[:, 0] = True  # prompts 1 and 2 have no positive
+    got = prompt_anchor_loss(samples, prompts, positive, 0.1, 0.1)
+    assert got.item() == pytest.approx(reference_loss(samples, prompts, positive, 0.1, 0.1),
+                                       rel=1e-5)
+    none = torch.zeros(6, 3, dtype=torch.bool)  # no positive at all: negative term only
+    assert prompt_anchor_loss(samples, prompts, none, 0.1, 0.1).item() == pytest.approx(
+        reference_loss(samples, prompts, none, 0.1, 0.1), rel=1e-5)
+
+
+def test_loss_pulls_positives_and_is_stable_in_low_precision():
+    samples = torch.randn(10, 16)
+    prompts = torch.randn(2, 16, requires_grad=True)
+    positive = torch.zeros(10, 2, dtype=torch.bool)
+    positive[:5, 0] = positive[5:, 1] = True
+    loss = prompt_anchor_loss(samples, prompts, positive)
+    loss.backward()
+    # a small step against the gradient lowers the loss
+    with torch.no_grad():
+        stepped = prompt_anchor_loss(samples, prompts - 1e-2 * prompts.grad, positive)
+    assert stepped < loss
+    half = prompt_anchor_loss(samples.bfloat16(), prompts.detach().bfloat16(), positive)
+    assert torch.isfinite(half) and half.dtype == torch.float32
+
+
+def test_bad_shapes_raise():
+    with pytest.raises(ValueError, match='positive must be'):
+        prompt_anchor_loss(torch.randn(3, 4), torch.randn(2, 4), torch.zeros(3, 3, dtype=bool))
+    with pytest.raises(ValueError, match='prompt_side'):
+        PatchPromptLoss(prompt_side='key')
+    with pytest.raises(ValueError, match='sample_side'):
+        PatchPromptLoss(sample_side='attention_map')
+
+
+def _taps(B=2, N=5, M=3, D=8):
+    g = torch.Generator().manual_seed(0)
+    return GuidanceTaps(prompt_query=torch.randn(M, D, generator=g),
+                        prompt_raw=torch.randn(M, D, generator=g),
+                        cls_query=torch.randn(B, D, generator=g),
+                        patch_mhsa=torch.randn(B, N, D, generator=g),
+                        block_input=torch.randn(B, N, D, generator=g))
+
+
+def test_loss_modules_select_the_right_tensors():
+    taps = _taps()
+    patch_prompt = torch.tensor([[0, 0, 1, -1, 1], [2, 2, 2, 2, -1]])
+    present = prompts_present(patch_prompt, 3)
+    assert present.tolist() == [[True, True, False], [False, False, True]]
+    keep = patch_prompt.flatten() >= 0
+    want = 0.3 * prompt_anchor_loss(taps.patch_mhsa.reshape(-1, 8)[keep], taps.prompt_query,
+                                    F.one_hot(patch_prompt.flatten()[keep], 3).bool())
+    assert PatchPromptLoss(0.3)(taps, patch_prompt).item() == pytest.approx(want.item())
+    want = prompt_anchor_loss(taps.block_input.mean(1), taps.prompt_raw, present)
+    got = PatchPromptLoss(1.0, sample_side='block_input_mean', prompt_side='raw')(taps,
+                                                                                patch_prompt)
+    assert got.item() == pytest.approx(want.item())
+    want = prompt_anchor_loss(taps.patch_mhsa.mean(1), taps.prompt_query, present)
+    got = PatchPromptLoss(1.0, sample_side='mhsa_mean')(taps, patch_prompt)
+    assert got.item() == pytest.approx(want.item())
+    want = 0.2 * prompt_anchor_loss(taps.cls_query, taps.prompt_query, present)
+    assert ClsPromptLoss(0.2)(taps, present).item() == pytest.approx(want.item())
