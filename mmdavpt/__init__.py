@@ -1,8 +1,13 @@
 """mmdavpt: DA-VPT (Distribution-Aware Visual Prompt Tuning, CVPR 2025) for MMSeg and MMPretrain.
 
 Importing the package registers its models, losses, hooks and datasets in MMPretrain's and MMSeg's
-registries (``custom_imports=dict(imports=['mmdavpt'], allow_failed_imports=False)`` in a config).
+registries (``custom_imports=dict(imports=['mmdavpt'], allow_failed_imports=False)`` in a config),
+and lets ``torch.load`` (safe mode, PyTorch >= 2.6) read the checkpoints mmengine writes.
 """
-from . import engine, models  # noqa: F401  (registration)
+from .utils import register_mmengine_safe_globals
+
+register_mmengine_safe_globals()
+
+from . import engine, models  # noqa: E402,F401  (registration)
 
 __version__ = '0.1.0'

@@ -1,3 +1,3 @@
-from .hooks import SemanticMappingHook
+from .hooks import SemanticMappingHook, TunedOnlyCheckpointHook
 
-__all__ = ['SemanticMappingHook']
+__all__ = ['SemanticMappingHook', 'TunedOnlyCheckpointHook']

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmengine.logging import MessageHub
+
 from mmdavpt.models.backbones import DAVPTViT
 from mmdavpt.models.losses import prompts_present
 from mmdavpt.models.mapping import SemanticMapping
@@ -104,3 +106,20 @@ def patch_labels_from_mask(mask: Tensor, patch_size: int, num_classes: int,
     labels = counts.argmax(dim=1)
     labels[counts.sum(dim=1) == 0] = -1
     return labels.reshape(B, h, w)
+
+
+def check_finite_losses(losses: Dict[str, Tensor]) -> None:
+    """Stop training on a NaN or infinite loss, naming the loss and the iteration.
+
+    Called before the backward pass, so the weights are never updated with garbage.
+    """
+    values = [v for k, v in losses.items() if 'loss' in k and isinstance(v, Tensor)]
+    if values and not bool(torch.isfinite(torch.stack([v.detach().float().sum()
+                                                       for v in values])).all()):
+        bad = {k: float(v.detach().float().sum()) for k, v in losses.items()
+               if 'loss' in k and isinstance(v, Tensor) and not torch.isfinite(v).all()}
+        hub = MessageHub.get_current_instance()
+        step = hub.get_info('iter')
+        where = f' at iteration {step + 1}' if step is not None else ''
+        raise FloatingPointError(f'non-finite loss{where}: {bad}; training stopped before the '
+                                 'optimiser step (check the learning rate, --amp, the data)')

@@ -153,6 +153,8 @@ class DAVPTViT(VisionTransformer):
         self._force_record = False
         self._taps: Dict[int, GuidanceTaps] = {}
         self._final_tokens: Optional[Tensor] = None
+        self._pretrained_loaded = False
+        self._register_load_state_dict_pre_hook(self._fill_frozen_from_pretrained)
 
     # ------------------------------------------------------------------------------------------
     def _check_layer_indices(self, indices: Sequence[int], name: str) -> List[int]:
@@ -335,8 +337,30 @@ class DAVPTViT(VisionTransformer):
                            f'{" ..." if len(missing) > 20 else ""} ({len(missing)} in all); '
                            f'unexpected keys {unexpected[:20]} ({len(unexpected)} in all)')
         self.load_state_dict(state_dict, strict=False)
+        self._pretrained_loaded = True
         logger = MMLogger.get_current_instance()
         logger.info(f'DAVPTViT: loaded {len(state_dict)} pre-trained tensors from {name}')
+
+    def _fill_frozen_from_pretrained(self, state_dict: dict, prefix: str, *args) -> None:
+        """Load a tuned-only checkpoint on top of the pre-trained backbone of ``init_cfg``.
+
+        A checkpoint saved by :class:`~mmdavpt.engine.hooks.TunedOnlyCheckpointHook` holds the
+        prompts, tuned biases and head but no frozen backbone weight. When such a state dict is
+        loaded into a backbone that has not been initialised from its pre-trained weights (e.g.
+        by ``tools/test.py``, which does not call ``init_weights``), those are loaded first.
+        """
+        if prefix + 'patch_embed.projection.weight' in state_dict or self._pretrained_loaded:
+            return
+        if not any(k.startswith(prefix + 'prompts.') for k in state_dict):
+            return  # not a state dict of this backbone at all
+        cfg = self.init_cfg
+        if not (isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'):
+            raise KeyError('this checkpoint holds only the tuned tensors of a DAVPTViT; the frozen '
+                           'backbone must come from init_cfg=dict(type=\'Pretrained\', '
+                           'checkpoint=...), which this model does not have')
+        self.load_pretrained(cfg['checkpoint'])
+        for key, value in self.state_dict().items():  # no "missing keys" for the frozen part
+            state_dict.setdefault(prefix + key, value)
 
     def tunable_parameters(self) -> Dict[str, nn.Parameter]:
         """The trainable tensors of the backbone, by name."""

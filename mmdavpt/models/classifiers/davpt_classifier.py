@@ -7,7 +7,7 @@ from mmpretrain.models import ImageClassifier
 from mmpretrain.structures import DataSample
 from torch import Tensor
 
-from mmdavpt.models.guidance import PromptGuidance
+from mmdavpt.models.guidance import PromptGuidance, check_finite_losses
 from mmdavpt.registry import register_model
 
 
@@ -38,6 +38,7 @@ class DAVPTImageClassifier(ImageClassifier):
         feats = self.extract_feat(inputs)
         losses = self.head.loss(feats, data_samples)
         if self.guidance is None:
+            check_finite_losses(losses)
             return losses
         labels = self._labels(data_samples, inputs.device)
         taps, final = self.backbone.pop_taps()
@@ -45,6 +46,7 @@ class DAVPTImageClassifier(ImageClassifier):
         image_positive = F.one_hot(labels, self.guidance.mapping.num_classes).bool()
         losses.update(self.guidance.losses(taps, labels[:, None].expand(-1, num_patches),
                                            image_positive))
+        check_finite_losses(losses)
         self.guidance.mapping.accumulate(final[:, 0], labels)
         return losses
 

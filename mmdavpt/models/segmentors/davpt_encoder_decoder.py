@@ -6,7 +6,8 @@ from mmseg.models import EncoderDecoder
 from mmseg.utils import SampleList
 from torch import Tensor
 
-from mmdavpt.models.guidance import PromptGuidance, patch_labels_from_mask
+from mmdavpt.models.guidance import (PromptGuidance, check_finite_losses,
+                                     patch_labels_from_mask)
 from mmdavpt.registry import register_model
 
 
@@ -40,6 +41,7 @@ class DAVPTEncoderDecoder(EncoderDecoder):
     def loss(self, inputs: Tensor, data_samples: SampleList) -> dict:
         losses = super().loss(inputs, data_samples)
         if self.guidance is None:
+            check_finite_losses(losses)
             return losses
         taps, final = self.backbone.pop_taps()
         patch_labels = self._patch_labels(data_samples, inputs.device)
@@ -48,6 +50,7 @@ class DAVPTEncoderDecoder(EncoderDecoder):
                                      device=inputs.device)
         image_positive.scatter_(1, patch_labels.where(patch_labels >= 0, num_classes), True)
         losses.update(self.guidance.losses(taps, patch_labels, image_positive[:, :num_classes]))
+        check_finite_losses(losses)
         self._accumulate(final, patch_labels)
         return losses
 

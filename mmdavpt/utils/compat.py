@@ -1,0 +1,101 @@
+"""Compatibility of the MM 1.x stack (mmengine 0.10.7) with recent PyTorch.
+
+Two gaps are closed here:
+
+* ``torch.load`` defaults to ``weights_only=True`` since PyTorch 2.6, and every checkpoint an
+  mmengine ``Runner`` writes holds more than tensors: the message hub's ``HistoryBuffer`` logs
+  (numpy arrays, plus the buffer's statistics methods pickled as ``getattr(HistoryBuffer, 'min')``),
+  numpy scalars (metrics, best scores) and sometimes a ``ConfigDict``. mmengine calls ``torch.load``
+  without ``weights_only``, so ``load_from``, ``resume=True`` and
+  ``init_cfg=dict(type='Pretrained', ...)`` all fail on such files.
+  :func:`register_mmengine_safe_globals` allowlists exactly those types with
+  ``torch.serialization.add_safe_globals``; loading stays ``weights_only=True`` (no arbitrary code
+  runs), and only processes that call it (importing ``mmdavpt`` does) see the larger allowlist.
+* mmengine's ``AmpOptimWrapper`` asserts that a GPU (or NPU/MLU/MUSA) is present. On a CPU-only
+  machine :class:`CPUAmpOptimWrapper` gives ``--amp`` its CPU meaning: bfloat16 autocast, no loss
+  scaling (bfloat16 has the float32 exponent range).
+"""
+import pickle
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from mmengine.config import ConfigDict
+from mmengine.logging import HistoryBuffer
+from mmengine.optim import OptimWrapper
+from mmengine.registry import OPTIM_WRAPPERS
+from mmengine.runner.amp import autocast
+from torch import nn
+
+try:  # numpy >= 1.26; numpy 2 deprecates the numpy.core path
+    from numpy._core import multiarray
+except ImportError:
+    from numpy.core import multiarray
+
+# The methods ``HistoryBuffer.__getstate__`` pickles by reference (its default statistics).
+_HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
+
+
+def _history_buffer_getattr(obj: Any, name: str) -> Callable:
+    """Stand-in for ``builtins.getattr`` while ``torch.load(weights_only=True)`` unpickles.
+
+    Pickle protocol 2 (the one ``torch.save`` uses) stores ``HistoryBuffer.min`` as
+    ``getattr(HistoryBuffer, 'min')``. Allowlisting the real ``getattr`` would let a checkpoint
+    reach any attribute of any allowlisted object, so this one resolves only those four methods.
+    """
+    if obj is HistoryBuffer and name in _HISTORY_BUFFER_STATISTICS:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'weights_only load: getattr({obj!r}, {name!r}) is not allowed; only the statistics '
+        f'methods {_HISTORY_BUFFER_STATISTICS} of mmengine HistoryBuffer are')
+
+
+def mmengine_safe_globals() -> list[tuple[Any, str]]:
+    """The ``(object, 'module.qualname')`` pairs an mmengine checkpoint references.
+
+    Found by listing ``torch.serialization.get_unsafe_globals_in_checkpoint`` of real Runner
+    checkpoints (``tests/test_foundation.py`` keeps that list honest). Numpy objects are listed
+    under both their numpy 1.x (``numpy.core``) and 2.x (``numpy._core``) pickle paths.
+    """
+    pairs = [(HistoryBuffer, 'mmengine.logging.history_buffer.HistoryBuffer'),
+             (ConfigDict, 'mmengine.config.config.ConfigDict'),
+             (_history_buffer_getattr, 'builtins.getattr'),
+             (np.ndarray, 'numpy.ndarray'),
+             (np.dtype, 'numpy.dtype')]
+    for core in ('numpy.core', 'numpy._core'):
+        pairs += [(multiarray._reconstruct, f'{core}.multiarray._reconstruct'),
+                  (multiarray.scalar, f'{core}.multiarray.scalar')]
+    # ``np.dtype(...)`` returns an instance of a per-kind class (numpy >= 1.25) that the unpickler
+    # then restores with BUILD, which torch allows only for allowlisted types.
+    for code in np.typecodes['All']:
+        dtype_cls = type(np.dtype(code))
+        pairs.append((dtype_cls, f'{dtype_cls.__module__}.{dtype_cls.__qualname__}'))
+    return pairs
+
+
+def register_mmengine_safe_globals() -> None:
+    """Let ``torch.load(weights_only=True)`` read checkpoints written by mmengine.
+
+    Idempotent. A no-op on PyTorch < 2.4, which has no allowlist (and loads unrestricted by
+    default). Checkpoints from other sources that pickle further objects still fail with
+    PyTorch's own message naming the object; allowlist it with
+    ``torch.serialization.add_safe_globals`` if you trust the file.
+    """
+    if hasattr(torch.serialization, 'add_safe_globals'):
+        torch.serialization.add_safe_globals(mmengine_safe_globals())
+
+
+@OPTIM_WRAPPERS.register_module()
+class CPUAmpOptimWrapper(OptimWrapper):
+    """Mixed-precision training on CPU: forward and loss under bfloat16 autocast.
+
+    Same interface and state dict as :class:`mmengine.optim.OptimWrapper`; ``tools/train.py
+    --amp`` selects it when CUDA is not available (mmengine's ``AmpOptimWrapper`` refuses CPU).
+    """
+
+    @contextmanager
+    def optim_context(self, model: nn.Module):
+        with super().optim_context(model), autocast(device_type='cpu', dtype=torch.bfloat16):
+            yield
