@@ -8,6 +8,6 @@ from .utils import register_mmengine_safe_globals
 
 register_mmengine_safe_globals()
 
-from . import engine, models  # noqa: E402,F401  (registration)
+from . import datasets, engine, models  # noqa: E402,F401  (registration)
 
 __version__ = '0.1.0'

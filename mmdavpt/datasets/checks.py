@@ -1,0 +1,56 @@
+"""Checks shared by the classification datasets: label range and class coverage.
+
+Every failure names the split file it comes from, so a broken annotation is found by reading
+the message, not by bisecting a training run.
+"""
+import warnings
+from typing import Iterable, Sequence
+
+
+def check_label(label: object, num_classes: int, where: str) -> int:
+    """Return ``label`` as an int if it is an integer class id in ``[0, num_classes)``.
+
+    Args:
+        label: the value read from a split file (``bool`` is rejected, so is ``3.0``).
+        num_classes: the number of classes of the dataset.
+        where: where the value was read, e.g. ``'/data/cub/train.json: key "a.jpg"'``.
+
+    Raises:
+        ValueError: if ``label`` is not an integer or lies outside ``[0, num_classes)``.
+    """
+    if isinstance(label, bool) or not isinstance(label, int):
+        raise ValueError(f'{where}: class id {label!r} is not an integer')
+    if not 0 <= label < num_classes:
+        raise ValueError(f'{where}: class id {label} is outside [0, {num_classes})')
+    return label
+
+
+def check_class_coverage(labels: Iterable[int], classes: Sequence[str], source: str,
+                         allow_missing_classes: bool) -> None:
+    """Make sure every class has at least one sample in a training split.
+
+    A class without training samples cannot be learnt, and the class -> prompt mapping of
+    DA-VPT has no feature mean for it; that is an error unless explicitly allowed, in which
+    case it is still reported as a warning.
+
+    Args:
+        labels: class ids of the samples of the split.
+        classes: the class names, ``len(classes)`` is the number of classes.
+        source: the split file(s), used in the message.
+        allow_missing_classes: warn instead of raising.
+
+    Raises:
+        ValueError: if some class has no sample and ``allow_missing_classes`` is False.
+    """
+    present = set(labels)
+    missing = [c for c in range(len(classes)) if c not in present]
+    if not missing:
+        return
+    shown = ', '.join(f'{c} ({classes[c]})' for c in missing[:20])
+    if len(missing) > 20:
+        shown += f', ... and {len(missing) - 20} more'
+    msg = (f'{source}: {len(missing)} of {len(classes)} classes have no training sample: '
+           f'{shown}')
+    if not allow_missing_classes:
+        raise ValueError(msg + '. Pass allow_missing_classes=True to train anyway.')
+    warnings.warn(msg, stacklevel=3)
