@@ -236,3 +236,18 @@ def test_theorem1_attention_gain_of_a_prompt_step():
     a_new = (keys @ (p + step) / d**0.5).softmax(0)
     torch.testing.assert_close(a_new - a, a * (1 - a) * ds - a * ((a * ds).sum() - a * ds),
                                atol=1e-7, rtol=1e-2)
+
+
+def test_prompts_disabled_is_the_plain_vit():
+    model = _randomise(build_model(tiny_backbone_cfg(out_type='featmap', out_indices=(2, ))))
+    plain = _plain(out_type='featmap', out_indices=(2, ))
+    plain.load_state_dict({k: v for k, v in model.state_dict().items()
+                           if not k.startswith('prompts.')}, strict=False)
+    model.eval()
+    plain.eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert not torch.allclose(model(x)[0], plain(x)[0])
+    with model.prompts_disabled():
+        torch.testing.assert_close(model(x)[0], plain(x)[0])
+        assert model.final_num_prefix == 1
+    assert model.final_num_prefix == 3

@@ -19,7 +19,7 @@ class SemanticMappingHook(Hook):
     """Initial mapping before training, remapping after every epoch or every ``interval`` iters.
 
     Before training (unless a mapping was loaded or resumed), the frozen pre-trained backbone runs
-    over the training data and the per-class mean features are clustered. During training the
+    without prompts over the training data and the per-class mean features are clustered. During training the
     class statistics come from the training forward pass itself (no extra forward pass); they are
     re-clustered, warm-started from the previous centroids:
 
@@ -78,7 +78,8 @@ class SemanticMappingHook(Hook):
                            f'training data ({"all" if cap is None else cap} images per class)')
         for data in loader:
             data = model.data_preprocessor(data, False)
-            feats, labels = model.mapping_features(data['inputs'], data['data_samples'])
+            with model.backbone.prompts_disabled():
+                feats, labels = model.mapping_features(data['inputs'], data['data_samples'])
             if cap is not None:  # keep the samples of classes still below the cap
                 same_class_before = F.one_hot(labels, mapping.num_classes).cumsum(0)[
                     torch.arange(len(labels)), labels] - 1

@@ -151,6 +151,7 @@ class DAVPTViT(VisionTransformer):
         #: and only in training mode (or inside :meth:`recording`).
         self.record_taps = False
         self._force_record = False
+        self._prompts_off = False
         self._taps: Dict[int, GuidanceTaps] = {}
         self._final_tokens: Optional[Tensor] = None
         self._pretrained_loaded = False
@@ -178,7 +179,18 @@ class DAVPTViT(VisionTransformer):
     @property
     def final_num_prefix(self) -> int:
         """CLS + prompts in front of the patch tokens of the last layer's output."""
+        if self._prompts_off:
+            return 1
         return 1 + (self.prompt_counts[-1] if self.prompt_mode == 'deep' else self.num_prompts)
+
+    @contextmanager
+    def prompts_disabled(self) -> Iterator[None]:
+        """Run as the plain pre-trained ViT (no prompt inserted), e.g. for the initial mapping."""
+        self._prompts_off = True
+        try:
+            yield
+        finally:
+            self._prompts_off = False
 
     @property
     def recording(self) -> bool:
@@ -247,7 +259,7 @@ class DAVPTViT(VisionTransformer):
     def _insert_prompts(self, x: Tensor, layer_idx: int, num_prefix: int) -> Tuple[Tensor, int]:
         """Replace the previous layer's prompt slots by this layer's prompts (VPT-Deep), or
         insert the input prompts (VPT-Shallow, layer 0)."""
-        if self.prompt_mode == 'shallow' and layer_idx > 0:
+        if self._prompts_off or (self.prompt_mode == 'shallow' and layer_idx > 0):
             return x, num_prefix
         prompts = self.prompts[layer_idx]
         if prompts.shape[0] == 0 and num_prefix == 1:
