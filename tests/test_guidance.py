@@ -1,10 +1,10 @@
 import pytest
 import torch
-from mmpretrain.structures import DataSample
-from mmseg.structures import SegDataSample
 from mmengine.registry import DefaultScope
 from mmengine.structures import PixelData
+from mmpretrain.structures import DataSample
 from mmseg.registry import MODELS as SEG_MODELS
+from mmseg.structures import SegDataSample
 
 from mmdavpt.models import patch_labels_from_mask
 from mmdavpt.registry import build_model

@@ -4,8 +4,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmdavpt.models.losses import (ClsPromptLoss, GuidanceTaps, PatchPromptLoss,
-                                   prompt_anchor_loss, prompts_present)
+from mmdavpt.models.losses import (
+    ClsPromptLoss,
+    GuidanceTaps,
+    PatchPromptLoss,
+    prompt_anchor_loss,
+    prompts_present,
+)
 
 
 def reference_loss(samples, prompts, positive, margin, temperature):

@@ -2,7 +2,6 @@ import json
 import os
 import socket
 
-import pytest
 import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp

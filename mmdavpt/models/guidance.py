@@ -8,12 +8,10 @@ from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
+from mmengine.logging import MessageHub
 from torch import Tensor, nn
 
-from mmengine.logging import MessageHub
-
 from mmdavpt.models.backbones import DAVPTViT
-from mmdavpt.models.losses import prompts_present
 from mmdavpt.models.mapping import SemanticMapping
 from mmdavpt.registry import build_model
 

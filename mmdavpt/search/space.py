@@ -11,7 +11,6 @@ Kinds: ``uniform:LOW:HIGH``, ``loguniform:LOW:HIGH`` (floats), ``int:LOW:HIGH`` 
 ``intlog:LOW:HIGH`` (log-spaced integers), ``choice:A,B,...`` (Python literals, else strings).
 """
 import ast
-import copy
 import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Sequence, Tuple, Union
@@ -141,9 +140,3 @@ def check_space(cfg: Config, params: Sequence[SearchParam]) -> None:
                            f'not have{hint}; the keys under {parent} are: '
                            f'{sorted(_lookup(cfg, parent)[1] or {})}')
 
-
-def apply_params(cfg: Config, params: Sequence[SearchParam], values: Dict[str, Any]) -> Config:
-    """A copy of ``cfg`` with ``values`` ({param name: value}) set at their keys."""
-    out = copy.deepcopy(cfg)
-    out.merge_from_dict({p.key: values[p.name] for p in params})
-    return out

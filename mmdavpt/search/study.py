@@ -23,7 +23,7 @@ from mmengine.runner import Runner
 from optuna.trial import TrialState
 
 from .pruning_hook import OptunaPruningHook
-from .space import SearchParam, apply_params, check_space
+from .space import SearchParam, check_space
 
 #: Trial states that count towards ``n_trials``: a failed trial (an error, Ctrl-C) does not.
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

@@ -19,9 +19,9 @@ class SemanticMappingHook(Hook):
     """Initial mapping before training, remapping after every epoch or every ``interval`` iters.
 
     Before training (unless a mapping was loaded or resumed), the frozen pre-trained backbone runs
-    without prompts over the training data and the per-class mean features are clustered. During training the
-    class statistics come from the training forward pass itself (no extra forward pass); they are
-    re-clustered, warm-started from the previous centroids:
+    without prompts over the training data and the per-class mean features are clustered. During
+    training the class statistics come from the training forward pass itself (no extra forward
+    pass); they are re-clustered, warm-started from the previous centroids:
 
     - under an ``EpochBasedTrainLoop``, after every ``interval`` epochs;
     - under an ``IterBasedTrainLoop``, every ``interval`` iterations.

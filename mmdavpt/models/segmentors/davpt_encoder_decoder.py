@@ -6,8 +6,7 @@ from mmseg.models import EncoderDecoder
 from mmseg.utils import SampleList
 from torch import Tensor
 
-from mmdavpt.models.guidance import (PromptGuidance, check_finite_losses,
-                                     patch_labels_from_mask)
+from mmdavpt.models.guidance import PromptGuidance, check_finite_losses, patch_labels_from_mask
 from mmdavpt.registry import register_model
 
 
