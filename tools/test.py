@@ -1,0 +1,113 @@
+"""Test (and evaluate) a checkpoint with an MMPretrain or MMSeg config, mmdavpt registered.
+
+Mirrors ``tools/test.py`` of MMPretrain 1.2.0 and MMSeg 1.2.2; the config's ``default_scope``
+('mmpretrain' or 'mmseg') picks the upstream behaviour where the two differ (``--out``, ``--tta``
+defaults, dataloader defaults).
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out PATH] [--tta]
+"""
+import argparse
+import importlib
+import os
+import os.path as osp
+from copy import deepcopy
+
+import torch
+from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.evaluator import DumpResults
+from mmengine.runner import Runner
+
+import mmdavpt  # noqa: F401  registers mmdavpt's modules and the torch.load allowlist
+
+SCOPES = ('mmpretrain', 'mmseg')
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Test (and evaluate) a model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save the evaluation metrics (json)')
+    parser.add_argument(
+        '--out',
+        help='mmseg: directory for the predicted masks (offline evaluation); '
+        'mmpretrain: pickle file for the predictions')
+    parser.add_argument(
+        '--tta', action='store_true',
+        help='test-time augmentation with cfg.tta_model and cfg.tta_pipeline (mmpretrain '
+        'configs without them get flip TTA averaging the class scores)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings of the config, key=value pairs such as '
+        'test_dataloader.batch_size=1 or key="[a,b]"')
+    parser.add_argument(
+        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+        help='job launcher')
+    # torch.distributed launchers pass --local-rank (torch >= 2.0) or --local_rank.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def set_mmpretrain_tta_defaults(cfg: Config) -> None:
+    """MMPretrain's default TTA: average the class scores of the image and its flip."""
+    if 'tta_model' not in cfg:
+        cfg.tta_model = dict(type='mmpretrain.AverageClsScoreTTA')
+    if 'tta_pipeline' not in cfg:
+        test_pipeline = cfg.test_dataloader.dataset.pipeline
+        cfg.tta_pipeline = deepcopy(test_pipeline)
+        cfg.tta_pipeline[-1] = dict(
+            type='TestTimeAug',
+            transforms=[[dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)],
+                        [test_pipeline[-1]]])
+
+
+def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
+    """Apply the command line to the config (CLI > config > defaults)."""
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    scope = cfg.get('default_scope')
+    if scope not in SCOPES:
+        raise ValueError(f'default_scope must be one of {SCOPES}, got {scope!r}')
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+
+    if args.tta:
+        if scope == 'mmpretrain':
+            set_mmpretrain_tta_defaults(cfg)
+        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+        cfg.tta_model.module = cfg.model
+        cfg.model = cfg.tta_model
+
+    if scope == 'mmseg' and args.out is not None:
+        cfg.test_evaluator['output_dir'] = args.out
+        cfg.test_evaluator['keep_results'] = True
+    if scope == 'mmpretrain':
+        loader = ConfigDict(pin_memory=torch.cuda.is_available(),
+                            collate_fn=dict(type='default_collate'))
+        loader.update(cfg.test_dataloader)
+        cfg.test_dataloader = loader
+    return cfg
+
+
+def build_runner(cfg: Config) -> Runner:
+    if 'runner_type' not in cfg:
+        return Runner.from_cfg(cfg)
+    return importlib.import_module(f'{cfg.default_scope}.registry').RUNNERS.build(cfg)
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = merge_args(Config.fromfile(args.config), args)
+    runner = build_runner(cfg)
+    if cfg.default_scope == 'mmpretrain' and args.out is not None:
+        runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,116 @@
+"""Train with an MMPretrain or MMSeg config, with mmdavpt's modules registered.
+
+Mirrors ``tools/train.py`` of MMPretrain 1.2.0 and MMSeg 1.2.2; the config's ``default_scope``
+('mmpretrain' or 'mmseg') picks the upstream behaviour where the two differ.
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--cfg-options k=v ...]
+"""
+import argparse
+import importlib
+import logging
+import os
+import os.path as osp
+
+import torch
+from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.logging import print_log
+from mmengine.runner import Runner
+
+import mmdavpt  # noqa: F401  registers mmdavpt's modules and the torch.load allowlist
+
+SCOPES = ('mmpretrain', 'mmseg')
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Train an MMPretrain or MMSeg model')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto',
+        help='resume from this checkpoint; without a path, from the latest checkpoint in the '
+        'work dir')
+    parser.add_argument(
+        '--amp', action='store_true',
+        help='automatic mixed precision: float16 with loss scaling on GPU, bfloat16 on CPU')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings of the config, key=value pairs such as '
+        'train_cfg.max_iters=100 or key="[a,b]"')
+    parser.add_argument(
+        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+        help='job launcher')
+    # torch.distributed launchers pass --local-rank (torch >= 2.0) or --local_rank.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def enable_amp(cfg: Config) -> None:
+    """Switch ``cfg.optim_wrapper`` to mixed precision for the available device."""
+    wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+    if wrapper in ('AmpOptimWrapper', 'CPUAmpOptimWrapper'):
+        print_log('AMP training is already enabled in your config.', logger='current',
+                  level=logging.WARNING)
+        return
+    assert wrapper == 'OptimWrapper', (
+        f'--amp needs optim_wrapper.type OptimWrapper, but the config has {wrapper}')
+    if torch.cuda.is_available():
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    else:  # mmengine's AmpOptimWrapper refuses CPU; see mmdavpt.utils.compat
+        cfg.optim_wrapper.type = 'CPUAmpOptimWrapper'
+
+
+def set_mmpretrain_dataloader_defaults(cfg: Config) -> None:
+    """MMPretrain's tools fill these in; its configs rely on ``default_collate``. Pinned memory
+    only with CUDA and persistent workers only with workers (both are errors/warnings otherwise)."""
+    for field in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        if cfg.get(field) is None:
+            continue
+        loader = ConfigDict(pin_memory=torch.cuda.is_available(),
+                            collate_fn=dict(type='default_collate'),
+                            persistent_workers=cfg[field].get('num_workers', 0) > 0)
+        loader.update(cfg[field])
+        cfg[field] = loader
+
+
+def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
+    """Apply the command line to the config (CLI > config > defaults)."""
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    scope = cfg.get('default_scope')
+    if scope not in SCOPES:
+        raise ValueError(f'default_scope must be one of {SCOPES}, got {scope!r}')
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if args.amp:
+        enable_amp(cfg)
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+    if scope == 'mmpretrain':
+        set_mmpretrain_dataloader_defaults(cfg)
+    return cfg
+
+
+def build_runner(cfg: Config) -> Runner:
+    if 'runner_type' not in cfg:
+        return Runner.from_cfg(cfg)
+    return importlib.import_module(f'{cfg.default_scope}.registry').RUNNERS.build(cfg)
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = merge_args(Config.fromfile(args.config), args)
+    build_runner(cfg).train()
+
+
+if __name__ == '__main__':
+    main()
