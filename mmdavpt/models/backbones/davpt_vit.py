@@ -116,7 +116,8 @@ class DAVPTViT(VisionTransformer):
         self.prompt_counts = counts
         # VPT initialisation: uniform in +-sqrt(6 / (3 * patch_area + D)), Xavier-style with the
         # prompt seen as a patch embedding's output (KMnP/vpt).
-        bound = math.sqrt(6. / float(3 * patch_size * patch_size + self.embed_dims))
+        patch_h, patch_w = to_2tuple(patch_size)
+        bound = math.sqrt(6. / float(3 * patch_h * patch_w + self.embed_dims))
         self.prompts = nn.ParameterList([
             nn.Parameter(torch.empty(n, self.embed_dims).uniform_(-bound, bound)) for n in counts
         ])
