@@ -4,6 +4,7 @@ MMPretrain and MMSeg keep sibling registries (children of MMEngine's root), and 
 ``default_scope`` decides which one ``type=...`` is looked up in. A DA-VPT module must build from
 either kind of config, so :func:`register_model` registers it in both.
 """
+from mmengine.registry import DefaultScope
 from mmpretrain.registry import MODELS as PRETRAIN_MODELS
 from mmseg.registry import MODELS as SEG_MODELS
 
@@ -15,6 +16,14 @@ def register_model(cls: type) -> type:
     return cls
 
 
-def build_model(cfg: dict):
-    """Build a module registered with :func:`register_model` (or any MMPretrain model)."""
-    return PRETRAIN_MODELS.build(cfg)
+def build_model(cfg: dict, scope: str = 'mmpretrain'):
+    """Build a model in the ``scope`` ('mmpretrain' or 'mmseg') registry and default scope.
+
+    The scope matters for what the model builds inside (e.g. its data preprocessor), whatever
+    default scope the process happens to be in.
+    """
+    registries = {'mmpretrain': PRETRAIN_MODELS, 'mmseg': SEG_MODELS}
+    if scope not in registries:
+        raise ValueError(f"scope must be 'mmpretrain' or 'mmseg', got {scope!r}")
+    with DefaultScope.overwrite_default_scope(scope):
+        return registries[scope].build(cfg)

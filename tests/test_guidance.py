@@ -1,9 +1,7 @@
 import pytest
 import torch
-from mmengine.registry import DefaultScope
 from mmengine.structures import PixelData
 from mmpretrain.structures import DataSample
-from mmseg.registry import MODELS as SEG_MODELS
 from mmseg.structures import SegDataSample
 
 from mmdavpt.models import patch_labels_from_mask
@@ -71,8 +69,7 @@ def test_guidance_needs_guided_prompts():
 
 
 def _seg_model(guidance=True):
-    with DefaultScope.overwrite_default_scope('mmseg'):
-        return SEG_MODELS.build(dict(
+    return build_model(dict(
         type='DAVPTEncoderDecoder',
         data_preprocessor=dict(type='SegDataPreProcessor', mean=[0, 0, 0], std=[1, 1, 1],
                                size=(32, 32), pad_val=0, seg_pad_val=255),
@@ -83,7 +80,7 @@ def _seg_model(guidance=True):
                          loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0)),
         guidance=dict(loss_xp=dict(type='PatchPromptLoss', loss_weight=0.1),
                       loss_pcls=dict(type='ClsPromptLoss', loss_weight=0.1)) if guidance
-        else None))
+        else None), scope='mmseg')
 
 
 def test_segmentor_uses_patch_majority_labels():

@@ -9,7 +9,6 @@ With a storage URL (``sqlite:///search.db``) the study outlives the process: run
 command again continues it until it has ``n_trials`` finished trials.
 """
 import copy
-import gc
 import logging
 import os.path as osp
 import warnings
@@ -133,8 +132,6 @@ class Objective:
             raise optuna.TrialPruned(str(e)) from e
         finally:
             _release(runner)
-            del runner
-            gc.collect()
         if hook.best is None:
             raise RuntimeError('the trial ran no validation: check train_cfg.val_interval')
         return hook.best
@@ -222,9 +219,9 @@ def write_best_config(study: optuna.Study, cfg: Config, path: str) -> str:
     metric = study.user_attrs.get('metric', 'value')
     finished = len(study.get_trials(deepcopy=False, states=FINISHED))
     header = [
-        f'# Best trial of the Optuna study {study.study_name!r} (tools/search.py): trial '
-        f'{best.number} of {finished}, val {metric} = {best.value:.4f}',
-        f'# in {best.user_attrs.get("work_dir")}; searched values:',
+        f'# Best trial of the Optuna study {study.study_name!r} (tools/search.py):',
+        f'# trial {best.number} of {finished}, val {metric} = {best.value:.4f}, trained in',
+        f'# {best.user_attrs.get("work_dir")}; searched values:',
         *(f'#   {k} = {v!r}' for k, v in best.user_attrs['config_overrides'].items()),
     ]
     with open(path) as f:

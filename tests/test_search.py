@@ -1,0 +1,217 @@
+import importlib.util
+import logging
+import os
+import os.path as osp
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from mmengine.config import Config
+from PIL import Image
+
+from mmdavpt.search import Objective, build_pruner, default_metric, parse_param, parse_space
+
+from _tiny import tiny_classifier_cfg
+
+TINY_CLASSES = ('ant', 'bee', 'cat', 'dog', 'eel')
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: a second intra-op thread only adds contention on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def load_tool(relpath: str):
+    """A script under tools/ as a module."""
+    name = 'tool_' + osp.splitext(relpath)[0].replace('/', '_')
+    spec = importlib.util.spec_from_file_location(name, osp.join(REPO, relpath))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_tiny_vtab(root: str, per_class=None) -> str:
+    """A VTAB-1k-style task of 32x32 PNGs whose colour depends on the class; returns data_root."""
+    per_class = per_class or dict(train800=4, val200=2, test=2)
+    task = osp.join(root, 'tiny_task')
+    rng = np.random.default_rng(0)
+    for split, n in per_class.items():
+        lines = []
+        for c in range(len(TINY_CLASSES)):
+            for i in range(n):
+                rel = f'images/{split}/{c}_{i}.png'
+                img = (rng.integers(0, 60, (32, 32, 3)) + 40 * c).astype(np.uint8)
+                path = osp.join(task, rel)
+                os.makedirs(osp.dirname(path), exist_ok=True)
+                Image.fromarray(img).save(path)
+                lines.append(f'{rel} {c}')
+        with open(osp.join(task, f'{split}.txt'), 'w') as f:
+            f.write('\n'.join(lines) + '\n')
+    with open(osp.join(task, 'classes.txt'), 'w') as f:
+        f.write('\n'.join(TINY_CLASSES) + '\n')
+    return root
+
+
+def write_tiny_config(tmp_path, name: str = 'tiny_davpt.py', max_epochs: int = 2,
+                      guidance: bool = True, **backbone) -> str:
+    """A complete MMPretrain config file: tiny DA-VPT model on the tiny VTAB-style task."""
+    data_root = str(tmp_path / 'data')
+    if not osp.isdir(data_root):
+        write_tiny_vtab(data_root)
+    pipeline = [dict(type='LoadImageFromFileStrict'), dict(type='PackInputs')]
+    dataset = dict(type='VTAB1kDataset', data_root=data_root, task='tiny_task',
+                   pipeline=pipeline)
+
+    def loader(split, shuffle):
+        return dict(batch_size=5, num_workers=0, dataset=dict(**dataset, split=split),
+                    sampler=dict(type='DefaultSampler', shuffle=shuffle))
+
+    cfg = dict(
+        default_scope='mmpretrain',
+        custom_imports=dict(imports=['mmdavpt', 'mmdavpt.datasets'],
+                            allow_failed_imports=False),
+        model=tiny_classifier_cfg(num_classes=len(TINY_CLASSES), guidance=guidance, **backbone),
+        train_dataloader=loader('train800', True),
+        val_dataloader=loader('val200', False),
+        test_dataloader=loader('test', False),
+        val_evaluator=dict(type='Accuracy', topk=(1, )),
+        test_evaluator=dict(type='Accuracy', topk=(1, )),
+        train_cfg=dict(by_epoch=True, max_epochs=max_epochs, val_interval=1),
+        val_cfg=dict(),
+        test_cfg=dict(),
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-2, weight_decay=1e-4)),
+        default_hooks=dict(
+            logger=dict(type='LoggerHook', interval=1),
+            checkpoint=dict(type='CheckpointHook', interval=1, save_best='accuracy/top1',
+                            rule='greater')),
+        custom_hooks=[dict(type='SemanticMappingHook')] if guidance else [],
+        env_cfg=dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo')),
+        randomness=dict(seed=0),
+    )
+    path = str(tmp_path / name)
+    Config(cfg).dump(path)
+    return path
+
+
+# ---- the space -----------------------------------------------------------------------------
+def test_parse_space_aliases_kinds_and_errors():
+    params = parse_space(['beta=loguniform:0.01:1 lam=uniform:0.0:0.5',
+                          'num_guided_prompts=int:2:10', 'model.backbone.num_prompts=choice:1,3'])
+    assert [(p.key, p.kind) for p in params] == [
+        ('model.guidance.loss_xp.loss_weight', 'loguniform'),
+        ('model.guidance.loss_pcls.loss_weight', 'uniform'),
+        ('model.backbone.num_guided_prompts', 'int'),
+        ('model.backbone.num_prompts', 'choice')]
+    assert params[0].low == 0.01 and params[2].high == 10 and params[3].choices == (1, 3)
+    assert parse_param('lr=loguniform:1e-4:1e-2').high == pytest.approx(1e-2)
+    for bad in ('lr', 'lr=normal:0:1', 'lr=loguniform:0:1', 'lr=uniform:2:1', 'lr=int:a:b',
+                'lr=uniform:1', 'bad-key=uniform:0:1', 'x=choice:'):
+        with pytest.raises(ValueError):
+            parse_param(bad)
+    with pytest.raises(ValueError, match='more than once'):
+        parse_space('wd=uniform:0:1 weight_decay=uniform:0:1')
+
+
+def test_default_metric_and_pruners():
+    assert default_metric(Config(dict(default_scope='mmseg'))) == 'mIoU'
+    assert default_metric(Config(dict(default_scope='mmpretrain'))) == 'accuracy/top1'
+    assert default_metric(Config(dict(default_hooks=dict(checkpoint=dict(
+        save_best='accuracy/top5'))))) == 'accuracy/top5'
+    assert isinstance(build_pruner('median:1:2'), optuna.pruners.MedianPruner)
+    assert isinstance(build_pruner('threshold:50'), optuna.pruners.ThresholdPruner)
+    assert isinstance(build_pruner('none'), optuna.pruners.NopPruner)
+    with pytest.raises(ValueError):
+        build_pruner('hyper')
+
+
+# ---- whole searches --------------------------------------------------------------------------
+SPACE = ['beta=loguniform:0.01:1 lam=loguniform:0.01:1 lr=loguniform:1e-3:3e-2 '
+         'num_guided_prompts=int:2:3']
+
+
+def _study(storage, name):
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def test_search_runs_trials_resumes_and_writes_a_loadable_best_config(tmp_path):
+    search = load_tool('tools/search.py')
+    config = write_tiny_config(tmp_path)
+    storage = f'sqlite:///{tmp_path}/search.db'
+    work_dir = str(tmp_path / 'search')
+    argv = [config, '--space', *SPACE, '--storage', storage, '--study-name', 'tiny',
+            '--work-dir', work_dir, '--pruner', 'none']
+    best = search.main([*argv, '--trials', '2'])
+    study = _study(storage, 'tiny')
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    # each trial trained in its own work dir, validated on val200 and never tested
+    for t in study.trials:
+        assert 0 <= t.value <= 100 and sorted(t.intermediate_values) == [1, 2]
+        assert t.value == max(t.intermediate_values.values())
+        assert osp.isdir(t.user_attrs['work_dir'])
+        assert 2 <= t.params['num_guided_prompts'] <= 3
+    # resume: the same study gets one more trial, the first two are not re-run
+    best = search.main([*argv, '--trials', '3'])
+    study = _study(storage, 'tiny')
+    assert [t.number for t in study.trials] == [0, 1, 2]
+    assert osp.isdir(osp.join(work_dir, 'trial_2'))
+    assert search.main([*argv, '--trials', '3']) == best  # complete: nothing to run
+    assert len(_study(storage, 'tiny').trials) == 3
+    # the best config: the original config with the best values, ready for tools/train.py
+    cfg = Config.fromfile(best)
+    values = study.best_trial.params
+    assert cfg.model.guidance.loss_xp.loss_weight == pytest.approx(values['beta'])
+    assert cfg.model.guidance.loss_pcls.loss_weight == pytest.approx(values['lam'])
+    assert cfg.optim_wrapper.optimizer.lr == pytest.approx(values['lr'])
+    assert cfg.model.backbone.num_guided_prompts == values['num_guided_prompts']
+    assert cfg.test_dataloader.dataset.split == 'test'  # the trials' test removal is not in it
+    assert 'experiment_name' not in cfg and 'work_dir' not in cfg
+
+
+def test_pruned_trial_stops_at_its_first_validation(tmp_path):
+    search = load_tool('tools/search.py')
+    config = write_tiny_config(tmp_path, max_epochs=3)
+    storage = f'sqlite:///{tmp_path}/search.db'
+    # accuracy is at most 100: a threshold above it prunes every trial at its first validation
+    path = search.main([config, '--space', 'lr=loguniform:1e-3:1e-2', '--trials', '1',
+                        '--storage', storage, '--work-dir', str(tmp_path / 'search'),
+                        '--pruner', 'threshold:101'])
+    assert path is None
+    (trial, ) = _study(storage, 'tiny_davpt').trials
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert list(trial.intermediate_values) == [1]  # epoch 1 of 3, then stopped
+    ckpts = {osp.basename(p) for p in (tmp_path / 'search' / 'trial_0').glob('*.pth')}
+    assert 'epoch_1.pth' in ckpts and 'epoch_2.pth' not in ckpts
+
+
+def test_space_keys_missing_from_the_config_are_an_error(tmp_path):
+    search = load_tool('tools/search.py')
+    config = write_tiny_config(tmp_path, guidance=False, num_guided_prompts=0)
+    with pytest.raises(KeyError, match='without DA-VPT guidance'):
+        search.main([config, '--space', 'beta=loguniform:0.01:1', '--trials', '1',
+                     '--work-dir', str(tmp_path / 'search')])
+
+
+def test_a_diverging_trial_counts_as_pruned(tmp_path):
+    class DivergingRunner:  # what check_finite_losses makes of a too large learning rate
+        logger = logging.getLogger('diverging')
+        visualizer = None
+
+        def register_hook(self, hook):
+            pass
+
+        def train(self):
+            raise FloatingPointError('non-finite loss at iteration 3: {\'loss\': nan}')
+
+    cfg = Config.fromfile(write_tiny_config(tmp_path))
+    objective = Objective(cfg, parse_space('lr=loguniform:1e-3:1e-2'), str(tmp_path),
+                          'accuracy/top1', build_runner=lambda cfg: DivergingRunner())
+    study = optuna.create_study(direction='maximize')
+    study.optimize(objective, n_trials=2)  # the study goes on after it
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 2
+    assert 'non-finite' in study.trials[0].user_attrs['pruned_reason']
