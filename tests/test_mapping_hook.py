@@ -1,6 +1,7 @@
 import json
 import os
 import socket
+import uuid
 
 import torch
 import torch.distributed as torch_dist
@@ -14,6 +15,8 @@ from test_mapping import _class_features
 
 
 def _runner(work_dir, train_cfg, hook=None, **kwargs):
+    # a unique experiment name: Runners built within the same second would share one logger
+    kwargs.setdefault('experiment_name', f'{os.path.basename(work_dir)}-{uuid.uuid4().hex}')
     return Runner(
         model=tiny_classifier_cfg(num_classes=5),
         work_dir=str(work_dir),

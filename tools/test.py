@@ -75,6 +75,9 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
+    # refuse a checkpoint whose state dict does not match the model (MMEngine only warns)
+    if not any(h.get('type') == 'ConfigGuardHook' for h in cfg.get('custom_hooks') or []):
+        cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [dict(type='ConfigGuardHook')]
 
     if args.tta:
         if scope == 'mmpretrain':

@@ -30,6 +30,10 @@ def parse_args() -> argparse.Namespace:
         help='resume from this checkpoint; without a path, from the latest checkpoint in the '
         'work dir')
     parser.add_argument(
+        '--allow-config-change', action='store_true',
+        help='with --resume: resume even if the model or training data of the config differ '
+        'from those of the run that saved the checkpoint (ConfigGuardHook)')
+    parser.add_argument(
         '--amp', action='store_true',
         help='automatic mixed precision: float16 with loss scaling on GPU, bfloat16 on CPU')
     parser.add_argument(
@@ -75,6 +79,25 @@ def set_mmpretrain_dataloader_defaults(cfg: Config) -> None:
         cfg[field] = loader
 
 
+def add_reliability_hooks(cfg: Config, allow_config_change: bool = False) -> None:
+    """Add ``ConfigGuardHook`` and ``RNGStateHook`` to ``cfg.custom_hooks`` unless listed.
+
+    ``--resume`` then refuses a checkpoint of another config, and continues the random draws
+    of the interrupted run (docs/distributed.md).
+    """
+    hooks = list(cfg.get('custom_hooks') or [])
+    types = [h.get('type') for h in hooks]
+    if 'ConfigGuardHook' not in types:
+        hooks.append(dict(type='ConfigGuardHook'))
+    if 'RNGStateHook' not in types:
+        hooks.append(dict(type='RNGStateHook'))
+    if allow_config_change:
+        for hook in hooks:
+            if hook.get('type') == 'ConfigGuardHook':
+                hook['allow_config_change'] = True
+    cfg.custom_hooks = hooks
+
+
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     """Apply the command line to the config (CLI > config > defaults)."""
     if args.cfg_options is not None:
@@ -97,6 +120,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         cfg.load_from = args.resume
     if scope == 'mmpretrain':
         set_mmpretrain_dataloader_defaults(cfg)
+    add_reliability_hooks(cfg, getattr(args, 'allow_config_change', False))
     return cfg
 
 

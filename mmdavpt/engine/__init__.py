@@ -1,3 +1,3 @@
-from .hooks import SemanticMappingHook, TunedOnlyCheckpointHook
+from .hooks import ConfigGuardHook, RNGStateHook, SemanticMappingHook, TunedOnlyCheckpointHook
 
-__all__ = ['SemanticMappingHook', 'TunedOnlyCheckpointHook']
+__all__ = ['ConfigGuardHook', 'RNGStateHook', 'SemanticMappingHook', 'TunedOnlyCheckpointHook']

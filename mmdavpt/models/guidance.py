@@ -4,14 +4,19 @@ Neither MMPretrain's ``ImageClassifier`` nor MMSeg's ``EncoderDecoder`` hands la
 backbone, so the model glue (``DAVPTImageClassifier``, ``DAVPTEncoderDecoder``) calls this module
 after the backbone's forward pass with what :class:`DAVPTViT` recorded.
 """
+import dataclasses
+import logging
 from typing import Dict, Optional
 
 import torch
+import torch.distributed.nn.functional as dist_nn
 import torch.nn.functional as F
-from mmengine.logging import MessageHub
+from mmengine.dist import get_world_size
+from mmengine.logging import MessageHub, print_log
 from torch import Tensor, nn
 
 from mmdavpt.models.backbones import DAVPTViT
+from mmdavpt.models.losses import GuidanceTaps
 from mmdavpt.models.mapping import SemanticMapping
 from mmdavpt.registry import build_model
 
@@ -26,6 +31,11 @@ class PromptGuidance(nn.Module):
             ``None`` switches it off.
         loss_pcls: config of ``L_ML(p, x_cls)``, e.g. ``dict(type='ClsPromptLoss', ...)``.
         mapping: extra arguments of :class:`SemanticMapping` (``seed``, ``n_init``).
+
+    In a distributed run the losses see the samples of every rank (the global batch): the
+    log-sum-exp over a prompt's samples does not split into per-rank terms, so each rank gathers
+    the recorded sample features (differentiably) and the labels of all ranks. With DDP's
+    gradient averaging the update equals a single-process step over the global batch.
     """
 
     def __init__(self, backbone: DAVPTViT, num_classes: int, loss_xp: Optional[dict] = None,
@@ -41,13 +51,20 @@ class PromptGuidance(nn.Module):
         self.loss_pcls = build_model(loss_pcls) if loss_pcls else None
         self.mapping = SemanticMapping(num_classes, backbone.num_guided_prompts,
                                        backbone.embed_dims, **(mapping or {}))
+        if backbone.num_guided_prompts > num_classes:
+            print_log(f'DA-VPT: num_guided_prompts={backbone.num_guided_prompts} > '
+                      f'{num_classes} classes: class c uses prompt c, and the '
+                      f'{backbone.num_guided_prompts - num_classes} extra prompts have no '
+                      'positive samples (the metric losses only push them away from all '
+                      'samples); set num_guided_prompts <= the number of classes to avoid them',
+                      logger='current', level=logging.WARNING)
         backbone.record_taps = True
 
     @property
     def num_prompts(self) -> int:
         return self.mapping.num_prompts
 
-    def losses(self, taps: Dict[int, object], patch_labels: Tensor,
+    def losses(self, taps: Dict[int, GuidanceTaps], patch_labels: Tensor,
                image_positive: Tensor) -> Dict[str, Tensor]:
         """The guidance losses, averaged over the guided layers.
 
@@ -56,6 +73,10 @@ class PromptGuidance(nn.Module):
             patch_labels: B x N class of every patch, -1 where ignored.
             image_positive: B x C bool, the classes present in each image.
         """
+        if get_world_size() > 1:
+            taps = {i: self._gather_taps(t) for i, t in taps.items()}
+            patch_labels = gather_batch(patch_labels)
+            image_positive = gather_batch(image_positive)
         c2p = self.mapping.class_to_prompt
         patch_prompt = torch.where(patch_labels >= 0, c2p[patch_labels.clamp(min=0)], -1)
         prompt_positive = (image_positive.float() @ F.one_hot(c2p, self.num_prompts).float()) > 0
@@ -67,6 +88,28 @@ class PromptGuidance(nn.Module):
             losses['loss_ml_pcls'] = sum(
                 self.loss_pcls(t, prompt_positive) for t in taps.values()) / len(taps)
         return losses
+
+    def _gather_taps(self, taps: GuidanceTaps) -> GuidanceTaps:
+        """The taps with the per-image tensors the losses read gathered from all ranks."""
+        side = self.loss_xp.sample_side if self.loss_xp is not None else None
+        return dataclasses.replace(
+            taps, cls_query=gather_batch(taps.cls_query),
+            patch_mhsa=gather_batch(taps.patch_mhsa) if side in ('mhsa', 'mhsa_mean')
+            else taps.patch_mhsa,
+            block_input=gather_batch(taps.block_input) if side == 'block_input_mean'
+            else taps.block_input)
+
+
+def gather_batch(x: Tensor) -> Tensor:
+    """Concatenate the B x ... tensors of all ranks along the batch, differentiably.
+
+    The backward pass returns to each rank the gradient of its own slice, summed over the ranks
+    (every rank computes the same global loss); DDP's averaging then gives the global gradient.
+    Needs the same B on every rank (``DefaultSampler`` pads the last batches to make it so).
+    """
+    if x.dtype == torch.bool:
+        return gather_batch(x.to(torch.uint8)).bool()
+    return torch.cat(dist_nn.all_gather(x.contiguous()), dim=0)
 
 
 def patch_labels_from_mask(mask: Tensor, patch_size: int, num_classes: int,

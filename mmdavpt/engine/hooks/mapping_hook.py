@@ -4,6 +4,7 @@ from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
+from mmengine.dataset import DefaultSampler
 from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
@@ -11,6 +12,7 @@ from mmengine.runner import EpochBasedTrainLoop
 from mmengine.utils import ProgressBar
 from mmpretrain.registry import HOOKS as PRETRAIN_HOOKS
 from mmseg.registry import HOOKS as SEG_HOOKS
+from torch.utils.data import DataLoader
 
 from mmdavpt.models.mapping import RemapResult, SemanticMapping
 
@@ -71,7 +73,14 @@ class SemanticMappingHook(Hook):
         mapping.reset_statistics()
         was_training = model.training
         model.eval()
-        loader = runner.train_dataloader
+        train = runner.train_dataloader
+        # One pass over the training set (sharded over the ranks) with a loader of its own: the
+        # train loader's sampler may be an InfiniteSampler (MMSeg's iteration-based configs),
+        # whose iteration never ends and whose single index stream the training loop reads.
+        loader = DataLoader(train.dataset, batch_size=train.batch_size,
+                            sampler=DefaultSampler(train.dataset, shuffle=True, seed=runner.seed),
+                            num_workers=train.num_workers, collate_fn=train.collate_fn,
+                            worker_init_fn=train.worker_init_fn)
         cap = self.images_per_class
         bar = ProgressBar(len(loader)) if get_rank() == 0 else None
         runner.logger.info('DA-VPT: class means of the frozen pre-trained backbone over the '

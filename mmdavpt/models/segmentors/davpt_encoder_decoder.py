@@ -38,12 +38,14 @@ class DAVPTEncoderDecoder(EncoderDecoder):
         return labels.flatten(1)  # B x N
 
     def loss(self, inputs: Tensor, data_samples: SampleList) -> dict:
+        # first: it raises on mask values outside the classes, which the decode head's
+        # cross-entropy reports as an index error (a device-side assert on GPU)
+        patch_labels = self._patch_labels(data_samples, inputs.device)
         losses = super().loss(inputs, data_samples)
         if self.guidance is None:
             check_finite_losses(losses)
             return losses
         taps, final = self.backbone.pop_taps()
-        patch_labels = self._patch_labels(data_samples, inputs.device)
         num_classes = self.guidance.mapping.num_classes
         image_positive = torch.zeros(len(data_samples), num_classes + 1, dtype=torch.bool,
                                      device=inputs.device)

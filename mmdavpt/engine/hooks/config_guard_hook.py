@@ -1,0 +1,216 @@
+"""Refuse a checkpoint that does not belong to the run: another config on resume, another model."""
+import ast
+from fnmatch import fnmatchcase
+from typing import Dict, List, Sequence, Tuple
+
+from mmengine.hooks import Hook
+from mmengine.model import BaseTTAModel, is_model_wrapper
+from mmengine.runner import BaseLoop, find_latest_checkpoint
+from mmpretrain.registry import HOOKS as PRETRAIN_HOOKS
+from mmseg.registry import HOOKS as SEG_HOOKS
+
+from mmdavpt.models.backbones import DAVPTViT
+
+#: Config sections that must be the same when a run is resumed: what is trained, on what data.
+DEFAULT_KEYS = ('model', 'train_dataloader.dataset', 'train_dataloader.batch_size')
+#: Shown in the messages: how to override from the command line.
+OVERRIDE = '--allow-config-change (ConfigGuardHook(allow_config_change=True))'
+
+
+class _Absent:
+    """A key that one of the two configs does not have."""
+
+    def __repr__(self) -> str:
+        return '<absent>'
+
+
+ABSENT = _Absent()
+
+
+def _literal(node: ast.AST) -> object:
+    """The value of a config expression: literals, containers and ``dict(k=v)``; anything else
+    (a lambda, a name) is kept as its source text. Nothing is executed."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+        return [_literal(e) for e in node.elts]
+    if isinstance(node, ast.Dict) and None not in node.keys:
+        return {_literal(k): _literal(v) for k, v in zip(node.keys, node.values)}
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
+            node.func.id == 'dict' and not node.args and all(k.arg for k in node.keywords):
+        return {k.arg: _literal(k.value) for k in node.keywords}
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)) and \
+            isinstance(node.operand, ast.Constant):
+        return _literal(node.operand) * (-1 if isinstance(node.op, ast.USub) else 1)
+    return ast.unparse(node)
+
+
+def parse_pretty_text(text: str) -> Dict[str, object]:
+    """A config as MMEngine saves it in ``checkpoint['meta']['cfg']`` (``Config.pretty_text``),
+    read without running it: unlike ``Config.fromstring``, a checkpoint cannot execute code."""
+    out = {}
+    for stmt in ast.parse(text).body:
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and \
+                isinstance(stmt.targets[0], ast.Name):
+            out[stmt.targets[0].id] = _literal(stmt.value)
+    return out
+
+
+def _flatten(value: object, prefix: str, out: Dict[str, object]) -> Dict[str, object]:
+    """``{'a': {'b': [1, 2]}}`` -> ``{'a.b.0': 1, 'a.b.1': 2}``."""
+    if isinstance(value, dict) and value:
+        for key, item in value.items():
+            _flatten(item, f'{prefix}.{key}' if prefix else str(key), out)
+    elif isinstance(value, list) and value:
+        for i, item in enumerate(value):
+            _flatten(item, f'{prefix}.{i}', out)
+    else:
+        out[prefix] = value
+    return out
+
+
+def _section(cfg: Dict[str, object], key: str) -> object:
+    node = cfg
+    for part in key.split('.'):
+        if not isinstance(node, dict) or part not in node:
+            return ABSENT
+        node = node[part]
+    return node
+
+
+def config_differences(saved: Dict[str, object], current: Dict[str, object],
+                       keys: Sequence[str],
+                       ignore_keys: Sequence[str] = ()) -> List[Tuple[str, object, object]]:
+    """``(dotted key, saved value, current value)`` for each leaf of ``keys`` that differs.
+
+    Both configs are :func:`parse_pretty_text` results (the current one goes through the same
+    ``pretty_text``), so the representation of numbers, tuples and lists does not matter.
+    ``ignore_keys`` are ``fnmatch`` patterns of dotted keys (e.g. ``'*.data_root'``). A key
+    missing on one side is :data:`ABSENT`.
+    """
+    diffs = []
+    for key in keys:
+        old = _flatten(_section(saved, key), key, {})
+        new = _flatten(_section(current, key), key, {})
+        for leaf in sorted(set(old) | set(new)):
+            if any(fnmatchcase(leaf, pattern) for pattern in ignore_keys):
+                continue
+            a, b = old.get(leaf, ABSENT), new.get(leaf, ABSENT)
+            if a != b:
+                diffs.append((leaf, a, b))
+    return diffs
+
+
+def _short(value: object, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 3] + '...'
+
+
+class ConfigGuardHook(Hook):
+    """Refuse to resume from, or test, a checkpoint that does not belong to the run.
+
+    - On ``resume`` (``tools/train.py --resume``), the config saved in the checkpoint's meta
+      (MMEngine writes ``meta['cfg']``) is compared with the current one on ``keys``: the model
+      and the training data by default. Continuing a DA-VPT run with, e.g., another number of
+      prompts or another dataset would load mismatched prompts, mapping and optimiser state, so
+      the differing keys are named and the run stops. Extending the schedule (``max_epochs``),
+      logging, validation and paths outside ``keys`` may change freely.
+    - On resume, and when a checkpoint is loaded for testing or validation (``tools/test.py``),
+      its state dict must match the model: every key present with the same shape, except the
+      frozen backbone weights of a tuned-only checkpoint (``TunedOnlyCheckpointHook``), which come
+      from the backbone's ``init_cfg``. MMEngine itself only warns, and tests a half-loaded model.
+      A warm start (``load_from`` without ``resume``, in training) is not checked: loading part of
+      a checkpoint (another head, say) is what it is for.
+
+    Args:
+        keys: dotted config keys compared on resume.
+        ignore_keys: ``fnmatch`` patterns of dotted leaf keys not compared, e.g.
+            ``('*.data_root', 'model.backbone.init_cfg.checkpoint')`` when a run moves machines.
+        allow_config_change: warn instead of raising on config differences.
+    """
+
+    priority = 'VERY_HIGH'  # before anything else reads the checkpoint
+
+    def __init__(self, keys: Sequence[str] = DEFAULT_KEYS, ignore_keys: Sequence[str] = (),
+                 allow_config_change: bool = False) -> None:
+        self.keys = tuple(keys)
+        self.ignore_keys = tuple(ignore_keys)
+        self.allow_config_change = allow_config_change
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        # ``runner._resume`` and the loop attributes are set by Runner.__init__ / train() / test()
+        # before load_or_resume() calls this hook; the public properties would build the loops.
+        resuming = bool(runner._resume)
+        if resuming:
+            self._check_config(runner, checkpoint)
+        if resuming or not isinstance(runner._train_loop, BaseLoop):
+            self._check_state_dict(runner, checkpoint)
+
+    @staticmethod
+    def _source(runner) -> str:
+        return runner._load_from or find_latest_checkpoint(runner.work_dir) or runner.work_dir
+
+    def _check_config(self, runner, checkpoint: dict) -> None:
+        saved_text = checkpoint.get('meta', {}).get('cfg')
+        current_text = runner.cfg.pretty_text
+        if not saved_text or not saved_text.strip() or not current_text.strip():
+            runner.logger.warning('ConfigGuardHook: the checkpoint or this run has no config '
+                                  '(a Runner built without cfg): the configs are not compared')
+            return
+        try:
+            saved = parse_pretty_text(saved_text)
+        except SyntaxError as e:
+            runner.logger.warning(f'ConfigGuardHook: the config saved in the checkpoint cannot '
+                                  f'be read ({e}): the configs are not compared')
+            return
+        current = parse_pretty_text(current_text)
+        diffs = config_differences(saved, current, self.keys, self.ignore_keys)
+        if not diffs:
+            return
+        shown = '; '.join(f'{k}: {_short(a)} -> {_short(b)}' for k, a, b in diffs[:12])
+        more = f' (and {len(diffs) - 12} more)' if len(diffs) > 12 else ''
+        msg = (f'--resume: {self._source(runner)} was saved by a run of a different config; '
+               f'{len(diffs)} key(s) of {list(self.keys)} differ (checkpoint -> now): '
+               f'{shown}{more}.')
+        if self.allow_config_change:
+            runner.logger.warning(msg + ' Resuming anyway (allow_config_change=True).')
+            return
+        raise ValueError(msg + f' Resume with the config of that run, start a new work_dir, or '
+                         f'pass {OVERRIDE} to resume anyway.')
+
+    def _check_state_dict(self, runner, checkpoint: dict) -> None:
+        model = runner.model
+        while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
+            model = model.module
+        state = checkpoint.get('state_dict', checkpoint)
+        state = {k[len('module.'):] if k.startswith('module.') else k: v
+                 for k, v in state.items()}
+        own = model.state_dict()
+        allowed_missing = set()
+        if checkpoint.get('meta', {}).get('davpt_tuned_only'):
+            for name, module in model.named_modules():
+                if isinstance(module, DAVPTViT):
+                    prefix = f'{name}.' if name else ''
+                    allowed_missing |= {prefix + n for n, p in module.named_parameters()
+                                        if not p.requires_grad}
+        missing = sorted(k for k in set(own) - set(state) - allowed_missing
+                         if not k.endswith('num_batches_tracked'))
+        unexpected = sorted(set(state) - set(own))
+        shapes = [f'{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}'
+                  for k in sorted(set(state) & set(own))
+                  if hasattr(state[k], 'shape') and state[k].shape != own[k].shape]
+        if not (missing or unexpected or shapes):
+            return
+        parts = []
+        for what, items in (('missing keys', missing), ('unexpected keys', unexpected),
+                            ('shape mismatches (checkpoint vs model)', shapes)):
+            if items:
+                parts.append(f'{len(items)} {what}: {items[:8]}'
+                             f'{" ..." if len(items) > 8 else ""}')
+        raise KeyError(f'{self._source(runner)} does not match the model '
+                       f'{type(model).__name__} of this config: ' + '; '.join(parts) +
+                       '. Use the config the checkpoint was trained with.')
+
+
+PRETRAIN_HOOKS.register_module(module=ConfigGuardHook)
+SEG_HOOKS.register_module(module=ConfigGuardHook)
