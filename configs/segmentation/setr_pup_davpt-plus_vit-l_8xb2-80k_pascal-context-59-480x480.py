@@ -1,0 +1,4 @@
+# DA-VPT+ (Table 2 "DA-VPT+"): DA-VPT plus the biases of the key and value projections and the
+# CLS token (paper section 2.5).
+_base_ = ['./setr_pup_davpt_vit-l_8xb2-80k_pascal-context-59-480x480.py']
+model = dict(backbone=dict(bias_tuning=('k', 'v'), train_cls_token=True))

@@ -1,0 +1,55 @@
+# DA-VPT: SETR-PUP on a frozen ViT-L/16 (IN-21k), PASCAL Context with 60 classes (59 +
+# background), 480x480 crops, 80k iterations, 8 GPUs x 2 images.
+# MMSeg 1.2.2 has no SETR config for PASCAL Context: this is upstream's ADE20K SETR-PUP recipe
+# (heads, SGD lr 1e-3, slide test) at PASCAL Context's crop size and 80k schedule, as in the SETR
+# paper. The paper's Table 2 compares this with
+# setr_pup_{linear,bias,vpt,davpt-plus,full}_vit-l_8xb2-80k_pascal-context-60-480x480.py.
+# Single scale: tools/test.py CONFIG CKPT; multi-scale (0.5-1.75) + flip: add --tta.
+_base_ = [
+    './_base_/models/setr_pup_davpt_vit-l.py', './_base_/datasets/pascal_context_60.py',
+    'mmseg::_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_80k.py'
+]
+crop_size = (480, 480)
+num_classes = 60
+norm_cfg = dict(type='SyncBN', requires_grad=True)
+data_preprocessor = dict(size=crop_size)
+model = dict(
+    data_preprocessor=data_preprocessor,
+    backbone=dict(img_size=crop_size),
+    decode_head=dict(num_classes=num_classes),
+    # upstream's ADE20K SETR-PUP auxiliary heads on layers 9, 14 and 19
+    auxiliary_head=[
+        dict(
+            type='SETRUPHead',
+            in_channels=1024,
+            channels=256,
+            in_index=i,
+            num_classes=num_classes,
+            dropout_ratio=0,
+            norm_cfg=norm_cfg,
+            act_cfg=dict(type='ReLU'),
+            num_convs=2,
+            kernel_size=3,
+            align_corners=False,
+            loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4))
+        for i in range(3)
+    ],
+    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(320, 320)))
+
+# SGD (lr 1e-3, no weight decay, heads x10). The few tuned backbone tensors (prompts, tuned
+# biases, CLS token) take the heads' rate; the full fine-tuning config keeps x1 for the ViT.
+optimizer = dict(lr=0.001, weight_decay=0.0)
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=optimizer,
+    paramwise_cfg=dict(custom_keys={
+        'head': dict(lr_mult=10.),
+        'backbone': dict(lr_mult=10.)
+    }))
+
+# 4,996 training images / 16 per iteration: one epoch is about 310 iterations.
+custom_hooks = [dict(type='SemanticMappingHook', interval=310)]
+
+train_dataloader = dict(batch_size=2)
+val_dataloader = dict(batch_size=1)
+test_dataloader = val_dataloader

@@ -1,0 +1,240 @@
+"""Every config under configs/ (segmentation aside) parses, follows the protocol, and builds.
+
+Models are built on the ``meta`` device without their pre-trained weights, once per distinct
+model config (the input normalisation, which differs per pre-training, is left out of the key).
+Each base config is parsed once while this module runs (see ``_memoised_file2dict``): resolving
+an ``mmpretrain::`` base alone reads all of MMPretrain's metafiles (about 0.5 s).
+"""
+import copy
+import importlib.util
+from pathlib import Path
+from typing import Dict
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+from mmpretrain.registry import MODELS
+from mmpretrain.structures import DataSample
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / 'configs'
+
+
+def _load_tool(name: str, rel: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / rel)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+generator = _load_tool('generate_cls_configs', 'tools/generate_cls_configs.py')
+results_table = _load_tool('results_table', 'tools/analysis/results_table.py')
+
+
+def _is_mine(path: Path) -> bool:
+    rel = path.relative_to(CONFIGS)
+    return rel.parts[0] != 'segmentation' and '_base_' not in rel.parts
+
+
+CONFIG_FILES = sorted(p for p in CONFIGS.rglob('*.py') if _is_mine(p))
+CLS_FILES = [p for p in CONFIG_FILES if p.relative_to(CONFIGS).parts[0] == 'classification']
+DEMO_FILES = [p for p in CONFIG_FILES if p.relative_to(CONFIGS).parts[0] == 'demo']
+METHOD_OF = {'linear', 'full', 'bias', 'vpt-shallow', 'vpt-deep', 'davpt', 'davpt-plus'}
+
+
+def _memoised_file2dict():
+    """``Config._file2dict`` that parses each base config once (results are deep-copied).
+
+    A leaf config is still read and merged in full; only its bases' own parsing (tempfile
+    copies, ``exec``, and for ``mmpretrain::`` paths a scan of all of MMPretrain's metafiles) is
+    shared between the hundreds of configs that inherit them.
+    """
+    original = Config._file2dict
+    cache: Dict[tuple, tuple] = {}
+
+    def file2dict(filename, *args, **kwargs):
+        path = Path(filename).resolve()
+        if '_base_' not in path.parts:
+            return original(filename, *args, **kwargs)
+        key = (str(path), args, tuple(sorted(kwargs.items())))
+        if key not in cache:
+            cache[key] = original(filename, *args, **kwargs)
+        return copy.deepcopy(cache[key])
+
+    return staticmethod(file2dict)
+
+
+@pytest.fixture(scope='module')
+def configs() -> Dict[Path, Config]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Config, '_file2dict', _memoised_file2dict())
+        return {p: Config.fromfile(str(p), import_custom_modules=False) for p in CONFIG_FILES}
+
+
+def test_generated_configs_up_to_date():
+    assert generator.main(['--check']) == 0
+
+
+def test_generator_tables_match_datasets():
+    from mmdavpt.datasets import FGVC_DATASETS, VTAB_TASKS
+    assert generator.VTAB_TASKS == VTAB_TASKS
+    assert {k: v[1] for k, v in generator.FGVC_DATASETS.items()} == \
+        {k: v[1] for k, v in FGVC_DATASETS.items()}
+    assert set(generator.VPT_PROMPTS) == set(VTAB_TASKS) | set(FGVC_DATASETS)
+
+
+def test_config_inventory():
+    # 3 pre-trainings x 7 methods x 24 tasks, and the four demo methods.
+    assert len(CLS_FILES) == 3 * 7 * 24
+    assert len(DEMO_FILES) == 4
+
+
+def _dataset(loader: dict) -> dict:
+    return loader['dataset']
+
+
+def _name_parts(path: Path):
+    backbone, method, data = path.stem.split('_')
+    return backbone, method, data
+
+
+def test_names_match_contents(configs):
+    for path in CLS_FILES:
+        cfg = configs[path]
+        backbone, method, data = _name_parts(path)
+        assert path.parent.name == method and method in METHOD_OF, path
+        pretraining = backbone.split('-')[-1]
+        assert cfg.model.backbone.init_cfg.checkpoint == \
+            f'checkpoints/vit-b16_{pretraining}.pth', path
+        benchmark, task = data.split('-', 1)
+        dataset = _dataset(cfg.test_dataloader)
+        name = dataset.get('task') if benchmark == 'vtab' else dataset.get('dataset_name')
+        assert name.replace('_', '-') == task, path
+        num_classes = (generator.VTAB_TASKS if benchmark == 'vtab'
+                       else generator.FGVC_DATASETS)[name][1]
+        assert cfg.model.head.num_classes == num_classes, path
+
+
+def test_protocol(configs):
+    for path in CLS_FILES:
+        cfg = configs[path]
+        assert cfg.default_scope == 'mmpretrain'
+        assert 'mmdavpt' in cfg.custom_imports.imports
+        assert cfg.optim_wrapper.optimizer.type == 'AdamW', path
+        assert cfg.train_dataloader.batch_size == 32, path
+        assert cfg.train_cfg.max_epochs == 100 and cfg.train_cfg.val_interval == 1, path
+        warmup, cosine = cfg.param_scheduler
+        assert (warmup.type, warmup.begin, warmup.end) == ('LinearLR', 0, 10), path
+        assert (cosine.type, cosine.begin, cosine.end, cosine.eta_min) == \
+            ('CosineAnnealingLR', 10, 100, 1e-8), path
+        assert cfg.default_hooks.checkpoint.save_best == 'accuracy/top1', path
+        assert cfg.default_hooks.checkpoint.rule == 'greater', path
+        splits = [_dataset(cfg[k]).split for k in
+                  ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+        train = [t.type for t in _dataset(cfg.train_dataloader).pipeline]
+        if _dataset(cfg.train_dataloader).type == 'VTAB1kDataset':
+            assert splits == ['train800', 'val200', 'test'], path
+            assert train == ['LoadImageFromFileStrict', 'Resize', 'PackInputs'], path
+            assert _dataset(cfg.train_dataloader).pipeline[1].scale == (224, 224)
+        else:
+            assert splits == ['train', 'val', 'test'], path
+            assert train == ['LoadImageFromFileStrict', 'RandomResizedCrop', 'RandomFlip',
+                             'PackInputs'], path
+
+
+def test_method_settings(configs):
+    for path in CLS_FILES:
+        cfg = configs[path]
+        _, method, _ = _name_parts(path)
+        hooks = [h.type for h in cfg.get('custom_hooks', [])]
+        guided = method in ('davpt', 'davpt-plus')
+        assert (cfg.model.get('guidance') is not None) == guided, path
+        assert ('SemanticMappingHook' in hooks) == guided, path
+        if guided:
+            backbone = cfg.model.backbone
+            assert backbone.num_guided_prompts <= min(10, cfg.model.head.num_classes), path
+            loss_xp, loss_pcls = cfg.model.guidance.loss_xp, cfg.model.guidance.loss_pcls
+            for loss in (loss_xp, loss_pcls):
+                assert 0 < loss.loss_weight < 1 and loss.margin == 0.1, path
+                assert loss.temperature == pytest.approx(1 / 32), path
+
+
+def _model_key(model_cfg: dict) -> str:
+    key = copy.deepcopy(results_table.strip_init_cfg(model_cfg))
+    key.get('data_preprocessor', {}).pop('mean', None)
+    key.get('data_preprocessor', {}).pop('std', None)
+    return repr(key)
+
+
+def _expected_tunable(method: str, model) -> None:
+    """Which parameters train, per method."""
+    names = [n for n, p in model.named_parameters() if p.requires_grad and p.numel() > 0]
+    head = [n for n in names if n.startswith('head.')]
+    backbone = [n[len('backbone.'):] for n in names if n.startswith('backbone.')]
+    assert head, method
+    if method == 'full':
+        assert all(p.requires_grad for p in model.parameters())
+        return
+    prompts = [n for n in backbone if n.startswith('prompts.')]
+    others = sorted(set(backbone) - set(prompts))
+    if method == 'linear':
+        assert backbone == []
+    elif method == 'bias':
+        assert prompts == [] and others and all('bias' in n for n in others)
+    elif method in ('vpt-shallow', 'vpt-deep', 'davpt'):
+        assert prompts and others == []
+    elif method == 'davpt-plus':
+        assert prompts and 'cls_token' in others
+        assert {n.rsplit('.', 1)[-1] for n in others} == {'cls_token', 'k_bias_delta',
+                                                          'v_bias_delta'}
+    if method == 'vpt-shallow':
+        assert prompts == ['prompts.0']
+
+
+def test_models_build_on_meta(configs):
+    built = {}
+    for path in CONFIG_FILES:
+        cfg = configs[path]
+        key = _model_key(cfg.model.to_dict())
+        if key in built:
+            continue
+        model = results_table.build_model_on_meta(cfg.model, cfg.default_scope)
+        if path in CLS_FILES or path in DEMO_FILES:
+            _expected_tunable(_name_parts(path)[1], model)
+        built[key] = results_table.count_tunable(model)
+    # ViT-B/16 DA-VPT on CIFAR-100: 20 prompts x 11 layers + 10 guided, 768 wide, + the head.
+    davpt = configs[CONFIGS / 'classification/davpt/vit-b16-in21k_davpt_vtab-cifar.py']
+    assert built[_model_key(davpt.model.to_dict())] == (20 * 11 + 10) * 768 + 768 * 100 + 100
+    assert len(built) < len(CONFIG_FILES)
+
+
+def test_demo_configs(configs):
+    for path in DEMO_FILES:
+        cfg = configs[path]
+        backbone = cfg.model.backbone
+        assert backbone.arch == 's' and backbone.init_cfg.checkpoint == \
+            'checkpoints/vit-s14_imgfocus.pth'
+        assert [_dataset(cfg[k]).split for k in
+                ('train_dataloader', 'val_dataloader', 'test_dataloader')] == \
+            ['train800', 'val200', 'test']
+    davpt = configs[CONFIGS / 'demo/vit-s14-imgfocus_davpt_animal-mnist-56px.py']
+    # M < C: the k-means mapping really groups classes in the demo.
+    assert davpt.model.backbone.num_guided_prompts < davpt.model.head.num_classes
+
+
+def test_vit_b_davpt_plus_config_trains_a_step(configs):
+    """One real ViT-B/16 DA-VPT+ config (weights left out): a training step on two images."""
+    cfg = configs[CONFIGS / 'classification/davpt-plus/vit-b16-mae_davpt-plus_vtab-dtd.py']
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(results_table.strip_init_cfg(cfg.model))
+    assert model.guidance.num_prompts == 10 < model.head.num_classes == 47
+    model.train()
+    data = model.data_preprocessor(
+        dict(inputs=[torch.randint(0, 256, (3, 224, 224), dtype=torch.uint8) for _ in range(2)],
+             data_samples=[DataSample().set_gt_label(c) for c in (3, 40)]), True)
+    losses = model.loss(data['inputs'], data['data_samples'])
+    assert set(losses) == {'loss', 'loss_ml_xp', 'loss_ml_pcls'}
+    sum(losses.values()).backward()
+    tuned = [p for p in model.parameters() if p.requires_grad and p.numel() > 0]
+    assert all(p.grad is not None for p in tuned)

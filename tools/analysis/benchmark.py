@@ -1,0 +1,638 @@
+"""What DA-VPT costs: train-step time, peak memory, eval throughput and tunable parameters.
+
+    python tools/analysis/benchmark.py --arch b --img-size 224 --batch-size 8 \\
+        --methods linear,vpt_deep,davpt,davpt_plus,full --steps 10 --warmup 2 \\
+        --num-prompts 10 --num-classes 100 --out work_dirs/benchmark.json [--device cuda] [--amp]
+
+Every method is a classifier with a linear head on the final CLS token:
+
+- ``linear``: the frozen :class:`DAVPTViT` without prompts; only the head trains.
+- ``vpt_deep``: ``--num-prompts`` prompts in every layer (VPT-Deep).
+- ``davpt``: as ``vpt_deep``, the last layer's prompts guided by ``L_ML(x, p)`` and
+  ``L_ML(p, x_cls)`` (beta = lambda = 0.1) through :class:`DAVPTImageClassifier`.
+- ``davpt_plus``: ``davpt`` that also tunes the key and value biases and the CLS token.
+- ``full``: MMPretrain's ``VisionTransformer``, every parameter trained.
+
+What is measured (``results[method]`` in the JSON):
+
+- ``train_step_s``: median wall time of one training step (forward, every loss, backward, AdamW
+  step) over ``--steps`` steps after ``--warmup`` untimed ones. All methods live in this process
+  and are stepped round-robin, the order rotating every round, so that load drift (other jobs,
+  clock changes) hits every method alike.
+- ``peak_mem_mb``: peak memory of training over the built model, in a fresh child process per
+  method. CUDA: ``max_memory_allocated`` minus the memory allocated after the build. CPU: peak
+  resident memory (VmHWM) minus the resident memory after the build; one untimed step first
+  touches the code pages and one-time caches, then its optimizer state and gradients are dropped,
+  free heap pages are returned to the system and the peak is reset, so the number holds
+  activations, gradients, optimizer state and temporaries only.
+- ``eval_img_per_s``: images per second of the classifier's forward in eval mode without
+  gradients, round-robin like the training steps.
+- ``tunable_params``: parameters with ``requires_grad``, head included.
+
+``reference`` times the backbone forward (eval) of MMPretrain's ``VisionTransformer`` against
+:class:`DAVPTViT` with ``--num-prompts`` prompts per layer and without prompts
+(``eval_ratio_vs_upstream``); ``ratios_vs_vpt_deep`` divides by VPT-Deep; ``remap`` times one
+:meth:`SemanticMapping.remap` (first clustering, then warm-started); ``checks`` compares the
+ratios with the targets of the performance issue. ``--amp`` trains under bf16 autocast on CPU
+and fp16 autocast with a gradient scaler on CUDA; every step's loss is checked to be finite.
+"""
+import argparse
+import ctypes
+import gc
+import json
+import multiprocessing as mp
+import os
+import os.path as osp
+import platform
+import resource
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from datetime import UTC, datetime
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from mmpretrain.structures import DataSample
+from torch import Tensor, nn
+
+import mmdavpt  # noqa: F401  (registers the models)
+from mmdavpt.models import DAVPTViT, SemanticMapping
+from mmdavpt.registry import build_model
+
+METHODS = ('linear', 'vpt_deep', 'davpt', 'davpt_plus', 'full')
+LABELS = dict(linear='Linear', vpt_deep='VPT-Deep', davpt='DA-VPT', davpt_plus='DA-VPT+',
+              full='Full')
+#: ``tiny`` is for the smoke test only.
+ARCHS = ('s', 'b', 'l', 'tiny')
+TINY_ARCH = dict(embed_dims=32, num_layers=3, num_heads=4, feedforward_channels=64,
+                 patch_size=8)
+#: The targets of the performance issue (upper bounds of ratios, and seconds for one remap).
+TARGETS = {
+    'train_step davpt / vpt_deep': 1.03,
+    'train_step davpt_plus / vpt_deep': 1.05,
+    'peak_mem davpt / vpt_deep': 1.03,
+    'eval backbone with prompts / upstream': 1.08,
+    'eval backbone no prompts / upstream': 1.02,
+    'remap seconds (max over M, first and warm)': 0.5,
+}
+VIT_KEYS = ('embed_dims', 'num_layers', 'num_heads', 'feedforward_channels')
+MMAP_THRESHOLD_ENV = 'MALLOC_MMAP_THRESHOLD_'
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+def arch_settings(arch: str) -> Tuple[dict, int, float]:
+    """(MMPretrain arch dict, patch size, LayerScale init) of ``--arch``, the same for
+    :class:`DAVPTViT` and MMPretrain's ``VisionTransformer``."""
+    settings = TINY_ARCH if arch == 'tiny' else DAVPTViT.arch_zoo[arch]
+    return ({k: settings[k] for k in VIT_KEYS}, settings.get('patch_size', 16),
+            settings.get('layer_scale_init_value', 0.))
+
+
+def upstream_backbone_cfg(args: argparse.Namespace, **kwargs) -> dict:
+    arch, patch_size, layer_scale = arch_settings(args.arch)
+    return dict(type='VisionTransformer', arch=arch, img_size=args.img_size,
+                patch_size=patch_size, layer_scale_init_value=layer_scale,
+                out_type='cls_token', **kwargs)
+
+
+def davpt_backbone_cfg(args: argparse.Namespace, num_prompts: int, num_guided_prompts: int,
+                       **kwargs) -> dict:
+    arch, patch_size, layer_scale = arch_settings(args.arch)
+    return dict(type='DAVPTViT', arch=arch, img_size=args.img_size, patch_size=patch_size,
+                layer_scale_init_value=layer_scale, out_type='cls_token',
+                num_prompts=num_prompts, num_guided_prompts=num_guided_prompts, **kwargs)
+
+
+def classifier_cfg(method: str, args: argparse.Namespace) -> dict:
+    """The model config of a method, as in ``configs/classification/_base_/methods``."""
+    P = args.num_prompts
+    guidance = None
+    if method == 'full':
+        backbone = upstream_backbone_cfg(args, drop_path_rate=0.1)
+    elif method == 'linear':
+        backbone = davpt_backbone_cfg(args, 0, 0)
+    elif method == 'vpt_deep':
+        backbone = davpt_backbone_cfg(args, P, 0, prompt_dropout=0.1)
+    elif method in ('davpt', 'davpt_plus'):
+        plus = dict(bias_tuning=('k', 'v'), train_cls_token=True) if method == 'davpt_plus' \
+            else {}
+        backbone = davpt_backbone_cfg(args, P, P, guided_layers=(-1, ), prompt_dropout=0.1,
+                                      **plus)
+        guidance = dict(loss_xp=dict(type='PatchPromptLoss', loss_weight=0.1),
+                        loss_pcls=dict(type='ClsPromptLoss', loss_weight=0.1))
+    else:
+        raise ValueError(f'unknown method {method!r}; choose from {METHODS}')
+    embed_dims = arch_settings(args.arch)[0]['embed_dims']
+    cfg = dict(
+        type='ImageClassifier' if method == 'full' else 'DAVPTImageClassifier',
+        backbone=backbone, neck=None,
+        head=dict(type='LinearClsHead', num_classes=args.num_classes, in_channels=embed_dims,
+                  loss=dict(type='CrossEntropyLoss', loss_weight=1.0)))
+    if method != 'full':
+        cfg['guidance'] = guidance
+    return cfg
+
+
+class Trainer:
+    """One method's model and its AdamW optimizer; :meth:`step` is one training step.
+
+    Args:
+        method: a name of ``METHODS``.
+        args: the command line (arch, sizes, device, amp).
+    """
+
+    def __init__(self, method: str, args: argparse.Namespace) -> None:
+        self.method = method
+        self.device = torch.device(args.device)
+        torch.manual_seed(0)
+        self.model = build_model(classifier_cfg(method, args)).to(self.device)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.lr = 5e-5 if method == 'full' else 1e-3
+        self.weight_decay = 0.05 if method == 'full' else 1e-4
+        self.optimizer = self.new_optimizer()
+        self.amp = args.amp
+        cuda = self.device.type == 'cuda'
+        self.autocast_dtype = torch.float16 if cuda else torch.bfloat16
+        self.scaler = torch.amp.GradScaler('cuda') if args.amp and cuda else None
+
+    def new_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.params, lr=self.lr, weight_decay=self.weight_decay)
+
+    @property
+    def tunable_params(self) -> int:
+        return sum(p.numel() for p in self.params)
+
+    def autocast(self):
+        if not self.amp:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def step(self, inputs: Tensor, data_samples: List[DataSample]) -> Tensor:
+        """One training step; returns the total loss (a tensor, not synchronised)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast():
+            losses = self.model(inputs, data_samples, mode='loss')
+        loss, _ = self.model.parse_losses(losses)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        return loss.detach()
+
+    @torch.no_grad()
+    def predict(self, inputs: Tensor) -> Tensor:
+        with self.autocast():
+            return self.model(inputs, mode='tensor')
+
+
+def make_batch(args: argparse.Namespace, seed: int = 0) -> Tuple[Tensor, List[DataSample]]:
+    """Normalised random images (B x 3 x H x W) and random labels, on ``--device``."""
+    g = torch.Generator().manual_seed(seed)
+    inputs = torch.randn(args.batch_size, 3, args.img_size, args.img_size, generator=g)
+    labels = torch.randint(args.num_classes, (args.batch_size, ), generator=g)
+    device = torch.device(args.device)
+    samples = [DataSample().set_gt_label(int(c)).to(device) for c in labels]
+    return inputs.to(device), samples
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+# ---------------------------------------------------------------------------------------------
+# timing
+def round_robin(names: Sequence[str], fns: Dict[str, Callable[[], object]], rounds: int,
+                warmup: int, device: torch.device,
+                check: Optional[Callable[[str, object], None]] = None
+                ) -> Tuple[Dict[str, List[float]], Dict[str, List[float]]]:
+    """Call every ``fns[name]`` once per round, the order rotating each round.
+
+    Returns the wall times and the CPU times of this process (all its threads), in seconds, of
+    the rounds after ``warmup``. The CPU time hardly counts the time the process waits while
+    other jobs run, so on a shared machine it is the steadier measure of the work; on CUDA it
+    is only the host's share. ``check(name, result)`` runs outside the timed window.
+    """
+    wall = {n: [] for n in names}
+    cpu = {n: [] for n in names}
+    for r in range(warmup + rounds):
+        shift = r % len(names)
+        for name in list(names[shift:]) + list(names[:shift]):
+            synchronize(device)
+            start, start_cpu = time.perf_counter(), time.process_time()
+            result = fns[name]()
+            synchronize(device)
+            elapsed, elapsed_cpu = time.perf_counter() - start, time.process_time() - start_cpu
+            if r >= warmup:
+                wall[name].append(elapsed)
+                cpu[name].append(elapsed_cpu)
+            if check is not None:
+                check(name, result)
+    return wall, cpu
+
+
+def reference_backbones(trainers: Dict[str, Trainer],
+                        args: argparse.Namespace) -> Dict[str, nn.Module]:
+    """The eval-speed references: MMPretrain's ViT, DAVPTViT with and without prompts (taken
+    from the methods' models where they exist)."""
+    device = torch.device(args.device)
+
+    def pick(methods: Sequence[str], cfg: dict) -> nn.Module:
+        for m in methods:
+            if m in trainers:
+                return trainers[m].model.backbone
+        torch.manual_seed(0)
+        return build_model(cfg).to(device)
+
+    P = args.num_prompts
+    return {
+        'upstream_vit': pick(['full'], upstream_backbone_cfg(args)),
+        'davpt_vit_prompts': pick(['davpt', 'vpt_deep', 'davpt_plus'],
+                                  davpt_backbone_cfg(args, P, 0)),
+        'davpt_vit_no_prompts': pick(['linear'], davpt_backbone_cfg(args, 0, 0)),
+    }
+
+
+def profile_steps(trainers: Dict[str, Trainer], batch: Tuple[Tensor, List[DataSample]],
+                  rows: int, path: str) -> None:
+    """One profiled training step per method; the top operators by self time go to ``path``."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU]
+    cuda = next(iter(trainers.values())).device.type == 'cuda'
+    if cuda:
+        activities.append(ProfilerActivity.CUDA)
+    sort_by = 'self_cuda_time_total' if cuda else 'self_cpu_time_total'
+    with open(path, 'w') as f:
+        for name, trainer in trainers.items():
+            trainer.model.train()
+            trainer.step(*batch)
+            with profile(activities=activities) as prof:
+                trainer.step(*batch)
+                synchronize(trainer.device)
+            f.write(f'==== {name}\n')
+            f.write(prof.key_averages().table(sort_by=sort_by, row_limit=rows))
+            f.write('\n')
+
+
+# ---------------------------------------------------------------------------------------------
+# memory
+def _proc_status_kb(key: str) -> int:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(key + ':'):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the peak resident memory (VmHWM) of this process; False where Linux refuses."""
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        return True
+    except OSError:
+        return False
+
+
+def _release_free_heap() -> None:
+    gc.collect()
+    try:
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def memory_child(method: str, args: argparse.Namespace) -> dict:
+    """Peak memory of ``--mem-steps`` training steps of one method (runs in a child process)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    trainer = Trainer(method, args)
+    batch = make_batch(args)
+    trainer.model.train()
+    if trainer.device.type == 'cuda':
+        synchronize(trainer.device)
+        base = torch.cuda.memory_allocated(trainer.device)
+        torch.cuda.reset_peak_memory_stats(trainer.device)
+        for _ in range(args.mem_steps):
+            trainer.step(*batch)
+        synchronize(trainer.device)
+        peak = torch.cuda.max_memory_allocated(trainer.device)
+        return dict(peak_mem_mb=(peak - base) / 2**20, peak_mem_total_mb=peak / 2**20,
+                    basis='cuda max_memory_allocated - allocated after build')
+    # CPU: a first step touches code pages and one-time caches; then forget what it allocated.
+    resettable = _reset_peak_rss()
+    if resettable:
+        trainer.step(*batch)
+        trainer.optimizer.zero_grad(set_to_none=True)
+        trainer.optimizer = trainer.new_optimizer()
+        _release_free_heap()
+        _reset_peak_rss()
+        basis = 'cpu VmHWM - VmRSS after build and one discarded step'
+    else:
+        _release_free_heap()
+        basis = 'cpu ru_maxrss - VmRSS after build'
+    base_kb = _proc_status_kb('VmRSS')
+    for _ in range(args.mem_steps):
+        trainer.step(*batch)
+    peak_kb = _proc_status_kb('VmHWM') if resettable else \
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return dict(peak_mem_mb=(peak_kb - base_kb) / 1024, peak_mem_total_mb=peak_kb / 1024,
+                basis=basis)
+
+
+def measure_memory(methods: Sequence[str], args: argparse.Namespace) -> Dict[str, dict]:
+    """:func:`memory_child` of every method, each in its own fresh process.
+
+    The children come from a fork server that imported torch and mmdavpt once (CUDA-safe: the
+    server never touches the GPU), so a child does not pay the imports again.
+    """
+    ctx = mp.get_context('forkserver')
+    ctx.set_forkserver_preload(['torch', 'mmdavpt', 'mmpretrain.models'])
+    # A fixed mmap threshold makes glibc map every block over 64 KiB on its own and unmap it when
+    # freed, so that the resident memory follows the live tensors as CUDA's allocated memory
+    # does; with glibc's default (a threshold that grows up to 32 MiB) freed tensors stay in the
+    # heap and the peak moves by +-3 % from run to run. Only the server (and so the children)
+    # start with it.
+    saved = os.environ.get(MMAP_THRESHOLD_ENV)
+    os.environ[MMAP_THRESHOLD_ENV] = str(64 * 1024)
+    try:
+        pool = ctx.Pool(1, maxtasksperchild=1)
+    finally:
+        if saved is None:
+            del os.environ[MMAP_THRESHOLD_ENV]
+        else:
+            os.environ[MMAP_THRESHOLD_ENV] = saved
+    out = {}
+    with pool:
+        for method in methods:
+            out[method] = pool.apply(memory_child, (method, args))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# remapping
+def time_remap(num_classes: int, feat_dim: int, num_prompts: Sequence[int],
+               repeats: int) -> Dict[str, dict]:
+    """Seconds of one :meth:`SemanticMapping.remap`: the first clustering (k-means++, the
+    mapping's default restarts) and a warm start from the previous centroids (medians of
+    ``repeats`` fresh mappings), on class means drawn around 25 latent groups."""
+    g = torch.Generator().manual_seed(0)
+    groups = torch.randn(25, feat_dim, generator=g)
+    centers = groups[torch.arange(num_classes) % 25] + 0.5 * torch.randn(
+        num_classes, feat_dim, generator=g)
+    labels = torch.arange(num_classes).repeat_interleave(8)
+
+    def features() -> Tensor:
+        return centers[labels] + 0.3 * torch.randn(len(labels), feat_dim, generator=g)
+
+    out = {}
+    for M in num_prompts:
+        runs = {'first': [], 'warm': [], 'first_kmeans': [], 'warm_kmeans': []}
+        for r in range(repeats):
+            mapping = SemanticMapping(num_classes, M, feat_dim, seed=r)
+            for kind in ('first', 'warm'):
+                mapping.accumulate(features(), labels)
+                start = time.perf_counter()
+                result = mapping.remap()
+                runs[kind].append(time.perf_counter() - start)
+                runs[f'{kind}_kmeans'].append(result.kmeans_seconds)
+        out[str(M)] = {f'{k}_s': statistics.median(v) for k, v in runs.items()}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+def ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    return None if a is None or not b else a / b
+
+
+def checks(report: dict) -> Dict[str, dict]:
+    """Each target of the performance issue that this run measured: value, limit, met."""
+    r, ref = report['ratios_vs_vpt_deep'], report['eval_ratio_vs_upstream']
+    values = {
+        'train_step davpt / vpt_deep': r.get('davpt', {}).get('train_step'),
+        'train_step davpt_plus / vpt_deep': r.get('davpt_plus', {}).get('train_step'),
+        'peak_mem davpt / vpt_deep': r.get('davpt', {}).get('peak_mem'),
+        'eval backbone with prompts / upstream': ref.get('with_prompts'),
+        'eval backbone no prompts / upstream': ref.get('no_prompts'),
+    }
+    remap = report['remap']
+    if remap:
+        values['remap seconds (max over M, first and warm)'] = max(
+            max(v['first_s'], v['warm_s']) for v in remap.values())
+    return {k: dict(value=v, limit=TARGETS[k], met=v <= TARGETS[k])
+            for k, v in values.items() if v is not None}
+
+
+def format_table(report: dict) -> str:
+    """A table like the paper's Table 4, one row per method."""
+    head = ('| Method | Tunable params (M) | Train step (s) | Train ms/img | vs VPT-Deep '
+            '| CPU s vs VPT-Deep | Peak mem (MB) | vs VPT-Deep | Eval img/s '
+            '| Non-finite losses |')
+    lines = [head, '|' + '---|' * (head.count('|') - 1)]
+    bs = report['config']['batch_size']
+
+    def fmt(v, spec):
+        return '-' if v is None else format(v, spec)
+
+    for m, res in report['results'].items():
+        rat = report['ratios_vs_vpt_deep'].get(m, {})
+        lines.append(
+            f"| {LABELS[m]} | {res['tunable_params'] / 1e6:.3f} | {res['train_step_s']:.3f} "
+            f"| {1000 * res['train_step_s'] / bs:.1f} | {fmt(rat.get('train_step'), '.3f')} "
+            f"| {fmt(rat.get('train_step_cpu'), '.3f')} "
+            f"| {fmt(res['peak_mem_mb'], '.0f')} | {fmt(rat.get('peak_mem'), '.3f')} "
+            f"| {res['eval_img_per_s']:.1f} | {res['nonfinite_steps']} |")
+    ref = report['reference']
+    lines.append('')
+    lines.append('| Backbone forward (eval) | s / batch | img/s | vs upstream '
+                 '| CPU s vs upstream |')
+    lines.append('|---|---|---|---|---|')
+    up = ref['upstream_vit']
+    for name, v in ref.items():
+        lines.append(f"| {name} | {v['eval_s']:.4f} | {v['eval_img_per_s']:.1f} "
+                     f"| {ratio(v['eval_s'], up['eval_s']):.3f} "
+                     f"| {fmt(ratio(v['eval_cpu_s'], up['eval_cpu_s']), '.3f')} |")
+    if report['remap']:
+        lines.append('')
+        lines.append('| remap M | first (s) | warm-started (s) |')
+        lines.append('|---|---|---|')
+        for M, v in report['remap'].items():
+            lines.append(f"| {M} | {v['first_s']:.3f} | {v['warm_s']:.3f} |")
+    if report['checks']:
+        lines.append('')
+        lines.append('| Target | Measured | Limit | Met |')
+        lines.append('|---|---|---|---|')
+        for name, c in report['checks'].items():
+            lines.append(f"| {name} | {c['value']:.3f} | {c['limit']} "
+                         f"| {'yes' if c['met'] else 'NO'} |")
+    return '\n'.join(lines)
+
+
+def machine_info(device: torch.device) -> dict:
+    info = dict(platform=platform.platform(), python=platform.python_version(),
+                torch=torch.__version__, cpu_count=os.cpu_count(),
+                torch_threads=torch.get_num_threads())
+    if device.type == 'cuda':
+        info['gpu'] = torch.cuda.get_device_name(device)
+    return info
+
+
+def measure_speed(methods: Sequence[str], args: argparse.Namespace) -> dict:
+    """Train-step and eval times of every method and the eval times of the reference
+    backbones, all models in this process; returns medians, losses and parameter counts."""
+    device = torch.device(args.device)
+    trainers = {m: Trainer(m, args) for m in methods}
+    inputs, samples = make_batch(args)
+    losses = {m: [] for m in methods}
+    for t in trainers.values():
+        t.model.train()
+    train_wall, train_cpu = round_robin(
+        methods, {m: (lambda t=t: t.step(inputs, samples)) for m, t in trainers.items()},
+        args.steps, args.warmup, device, check=lambda m, loss: losses[m].append(float(loss)))
+    if args.profile:
+        profile_steps(trainers, (inputs, samples), args.profile,
+                      osp.splitext(args.out)[0] + '_profile.txt')
+
+    refs = reference_backbones(trainers, args)
+    for module in [t.model for t in trainers.values()] + list(refs.values()):
+        module.eval()
+    autocast = next(iter(trainers.values())).autocast
+
+    def backbone_forward(b: nn.Module) -> Callable[[], object]:
+        def fn():
+            with torch.no_grad(), autocast():
+                return b(inputs)
+        return fn
+
+    eval_fns = {m: (lambda t=t: t.predict(inputs)) for m, t in trainers.items()}
+    eval_fns.update({n: backbone_forward(b) for n, b in refs.items()})
+    eval_wall, eval_cpu = round_robin(list(eval_fns), eval_fns, args.eval_steps, args.warmup,
+                                      device)
+
+    def medians(times: Dict[str, List[float]]) -> Dict[str, float]:
+        return {n: statistics.median(v) for n, v in times.items()}
+
+    return dict(train_wall=train_wall, train_s=medians(train_wall), train_cpu_s=medians(train_cpu),
+                eval_s=medians(eval_wall), eval_cpu_s=medians(eval_cpu), losses=losses,
+                tunable={m: t.tunable_params for m, t in trainers.items()})
+
+
+def run(args: argparse.Namespace) -> dict:
+    """The whole benchmark; returns the report (see the module docstring)."""
+    methods = [m for m in args.methods.split(',') if m]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown or not methods:
+        raise ValueError(f'unknown methods {unknown}; choose from {METHODS}')
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    report = dict(config=vars(args).copy(), machine=machine_info(device),
+                  started=datetime.now(UTC).isoformat(timespec='seconds'),
+                  load_before=os.getloadavg())
+
+    speed = measure_speed(methods, args)
+    _release_free_heap()
+    if device.type == 'cuda':
+        torch.cuda.empty_cache()
+    eval_s, eval_cpu_s, losses = speed['eval_s'], speed['eval_cpu_s'], speed['losses']
+    memory = measure_memory(methods, args) if args.mem_steps > 0 else {}
+    results = {}
+    for m in methods:
+        mem = memory.get(m, {})
+        results[m] = dict(
+            train_step_s=speed['train_s'][m],
+            peak_mem_mb=mem.get('peak_mem_mb'),
+            eval_img_per_s=args.batch_size / eval_s[m],
+            tunable_params=speed['tunable'][m],
+            train_step_cpu_s=speed['train_cpu_s'][m],
+            train_step_all_s=speed['train_wall'][m],
+            peak_mem_total_mb=mem.get('peak_mem_total_mb'),
+            eval_s=eval_s[m],
+            eval_cpu_s=eval_cpu_s[m],
+            final_loss=losses[m][-1],
+            nonfinite_steps=sum(not torch.isfinite(torch.tensor(v)) for v in losses[m]))
+    report['memory_basis'] = next(iter(memory.values()))['basis'] if memory else None
+    report['results'] = results
+    vpt = results.get('vpt_deep')
+    report['ratios_vs_vpt_deep'] = {} if vpt is None else {
+        m: dict(train_step=ratio(r['train_step_s'], vpt['train_step_s']),
+                peak_mem=ratio(r['peak_mem_mb'], vpt['peak_mem_mb']),
+                eval_time=ratio(r['eval_s'], vpt['eval_s']),
+                train_step_cpu=ratio(r['train_step_cpu_s'], vpt['train_step_cpu_s']))
+        for m, r in results.items()}
+    refs = ('upstream_vit', 'davpt_vit_prompts', 'davpt_vit_no_prompts')
+    report['reference'] = {n: dict(eval_s=eval_s[n], eval_cpu_s=eval_cpu_s[n],
+                                   eval_img_per_s=args.batch_size / eval_s[n]) for n in refs}
+    up, up_cpu = eval_s['upstream_vit'], eval_cpu_s['upstream_vit']
+    report['eval_ratio_vs_upstream'] = dict(
+        with_prompts=eval_s['davpt_vit_prompts'] / up,
+        no_prompts=eval_s['davpt_vit_no_prompts'] / up,
+        with_prompts_cpu=ratio(eval_cpu_s['davpt_vit_prompts'], up_cpu),
+        no_prompts_cpu=ratio(eval_cpu_s['davpt_vit_no_prompts'], up_cpu))
+    prompts = [int(m) for m in args.remap_prompts.split(',') if m]
+    report['remap'] = time_remap(args.remap_classes, args.remap_dim, prompts,
+                                 args.remap_repeats) if prompts else {}
+    report['checks'] = checks(report)
+    report['load_after'] = os.getloadavg()
+    return report
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--arch', choices=ARCHS, default='b',
+                        help="ViT-S/14 (DINOv2), ViT-B/16, ViT-L/16; 'tiny' for tests")
+    parser.add_argument('--img-size', type=int, default=224)
+    parser.add_argument('--batch-size', type=int, default=8)
+    parser.add_argument('--methods', default=','.join(METHODS),
+                        help=f'comma-separated subset of {",".join(METHODS)}')
+    parser.add_argument('--steps', type=int, default=10, help='timed training steps per method')
+    parser.add_argument('--warmup', type=int, default=2,
+                        help='untimed rounds before the timed ones (training and eval)')
+    parser.add_argument('--eval-steps', type=int, default=None,
+                        help='timed eval forwards per model (default: --steps)')
+    parser.add_argument('--mem-steps', type=int, default=2,
+                        help='training steps of the memory child per method (0: no memory)')
+    parser.add_argument('--num-prompts', type=int, default=10,
+                        help='prompts per layer (also M, the guided prompts of DA-VPT)')
+    parser.add_argument('--num-classes', type=int, default=100)
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--amp', action='store_true',
+                        help='autocast: bf16 on CPU, fp16 with a gradient scaler on CUDA')
+    parser.add_argument('--threads', type=int, default=0,
+                        help='torch intra-op threads (0: leave the default)')
+    parser.add_argument('--remap-classes', type=int, default=200)
+    parser.add_argument('--remap-dim', type=int, default=768)
+    parser.add_argument('--remap-prompts', default='10,20,40,60',
+                        help="comma-separated M values ('' skips the remap timing)")
+    parser.add_argument('--remap-repeats', type=int, default=3)
+    parser.add_argument('--profile', type=int, default=0, metavar='ROWS',
+                        help='also profile one step per method; top ROWS operators go to '
+                             'OUT_profile.txt')
+    parser.add_argument('--out', required=True, help='the JSON report')
+    args = parser.parse_args(argv)
+    if args.eval_steps is None:
+        args.eval_steps = args.steps
+    if args.steps < 1 or args.eval_steps < 1 or args.warmup < 0 or args.mem_steps < 0:
+        parser.error('--steps and --eval-steps must be >= 1, --warmup and --mem-steps >= 0')
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    args = parse_args(argv)
+    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+    report = run(args)
+    with open(args.out, 'w') as f:
+        json.dump(report, f, indent=2)
+    print(format_table(report))
+    print(f"load average before {report['load_before']}, after {report['load_after']}; "
+          f'report: {args.out}')
+    return report
+
+
+if __name__ == '__main__':
+    sys.exit(0 if main() else 1)

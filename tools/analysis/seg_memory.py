@@ -1,0 +1,301 @@
+"""Training memory of a segmentation config, with and without activation checkpointing (with_cp).
+
+    python tools/analysis/seg_memory.py [CONFIG] [--size 128] [--batch 2] [--full-size 512]
+
+Two tables, each setting in a child process of its own:
+
+1. Measured on CPU at small scale: the config's real model (random weights) at ``--size`` pixels,
+   ``--batch`` images, one training step (``model.train_step`` with the config's optimizer) after a
+   warm-up step. ``peak RSS`` is the process' resident-set high-water mark (``VmHWM``, reset before
+   the step through ``/proc/self/clear_refs``) minus its RSS before the step; glibc is told to give
+   large blocks back (``MALLOC_MMAP_THRESHOLD_``) so RSS follows the live tensors. ``tracked`` is
+   the peak of the live tensor storages created during the step, counted op by op
+   (:class:`LiveMemory`); the two should agree, which validates the second table.
+2. Counted at full scale on the ``meta`` device (no compute, no memory): the same model at
+   ``--full-size`` pixels, two training steps (forward, the heads' cross-entropy losses, backward,
+   the optimizer), every storage an op creates counted while it lives. Attention is counted as the
+   fused kernels keep it on a GPU (q, k, v, output and log-sum-exp saved; no L x L map). The DA-VPT
+   guidance losses are left out here (they need real values; their tensors are a few MB).
+   ``static`` = parameters and buffers; ``peak`` = static + the peak of everything else (gradients,
+   optimizer state, activations). A GPU adds its CUDA context (~0.5 GB) and allocator slack.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import re
+import subprocess
+import sys
+import weakref
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Optional
+
+DEFAULT_CONFIG = 'configs/segmentation/setr_pup_davpt_vit-l_8xb2-160k_ade20k-512x512.py'
+MIB = 2**20
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config', nargs='?', default=DEFAULT_CONFIG)
+    parser.add_argument('--size', type=int, default=128, help='crop size of the CPU measurement')
+    parser.add_argument('--batch', type=int, default=2, help='images per step')
+    parser.add_argument('--full-size', type=int, default=512,
+                        help='crop size of the meta-device count (0: skip it)')
+    parser.add_argument('--full-config', default=None,
+                        help='a second config counted at full size without with_cp (e.g. full '
+                        'fine-tuning)')
+    parser.add_argument('--child', help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------------------------
+def _live_memory_mode():
+    import torch
+    from torch.utils import _pytree as pytree
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class LiveMemory(TorchDispatchMode):
+        """Bytes of the tensor storages created inside the mode that are still alive, and their
+        peak. Storages that exist before (``ignore``) are not counted; views cost nothing."""
+
+        def __init__(self, ignore=()) -> None:
+            super().__init__()
+            self.live = 0
+            self.peak = 0
+            self._known = {t.untyped_storage()._cdata for t in ignore}
+
+        def _free(self, key: int, nbytes: int) -> None:
+            self.live -= nbytes
+            self._known.discard(key)
+
+        def reset_peak(self) -> None:
+            self.peak = self.live
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in pytree.tree_leaves(out):
+                if isinstance(t, torch.Tensor):
+                    storage = t.untyped_storage()
+                    key = storage._cdata
+                    if key not in self._known:
+                        nbytes = storage.nbytes()
+                        self._known.add(key)
+                        self.live += nbytes
+                        self.peak = max(self.peak, self.live)
+                        weakref.finalize(storage, self._free, key, nbytes)
+            return out
+
+    return LiveMemory
+
+
+def _flash_like_sdpa():
+    """``scaled_dot_product_attention`` for the meta device that keeps what the fused GPU kernels
+    keep for backward (q, k, v, output, log-sum-exp) instead of the math path's L x L map."""
+    import torch
+
+    class FusedAttention(torch.autograd.Function):
+
+        @staticmethod
+        def forward(ctx, q, k, v):
+            out = torch.empty_like(q)
+            lse = q.new_empty(q.shape[:-1])  # B x heads x L
+            ctx.save_for_backward(q, k, v, out, lse)
+            return out
+
+        @staticmethod
+        def backward(ctx, grad):
+            q, k, v, _, _ = ctx.saved_tensors
+            return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+    def sdpa(q, k, v, attn_mask=None, dropout_p=0., is_causal=False, scale=None, **kwargs):
+        if attn_mask is not None or is_causal:
+            raise NotImplementedError('masked attention is not modelled')
+        return FusedAttention.apply(q, k, v)
+
+    return sdpa
+
+
+@contextmanager
+def fused_attention_on_meta() -> Iterator[None]:
+    """Route ``F.scaled_dot_product_attention`` (and MMPretrain's alias, bound when its attention
+    modules are built) through :func:`_flash_like_sdpa` inside the block."""
+    import mmpretrain.models.utils.attention as mmpretrain_attention
+    import torch.nn.functional as F
+
+    saved = F.scaled_dot_product_attention, mmpretrain_attention.scaled_dot_product_attention
+    F.scaled_dot_product_attention = mmpretrain_attention.scaled_dot_product_attention = \
+        _flash_like_sdpa()
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention, mmpretrain_attention.scaled_dot_product_attention = saved
+
+
+def _build(config: str, size: int, with_cp: Optional[bool], meta: bool):
+    import torch
+    from mmengine.config import Config
+    from mmengine.logging import MMLogger
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    import mmdavpt  # noqa: F401
+    MMLogger.get_instance('seg_memory', log_level='WARNING')  # no per-parameter optimizer logs
+    init_default_scope('mmseg')
+    cfg = Config.fromfile(config)
+    backbone = cfg.model.backbone
+    backbone.init_cfg = None
+    backbone.img_size = (size, size)
+    if with_cp is not None:
+        backbone.with_cp = with_cp
+    cfg.model.data_preprocessor.size = (size, size)
+    if 'test_cfg' in cfg.model:
+        cfg.model.test_cfg = dict(mode='whole')
+    with torch.device('meta' if meta else 'cpu'):
+        model = revert_sync_batchnorm(MODELS.build(cfg.model))
+    model.train()
+    return cfg, model
+
+
+def _seg_batch(batch: int, size: int, num_classes: int):
+    import torch
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+
+    gen = torch.Generator().manual_seed(0)
+    inputs, samples = [], []
+    for _ in range(batch):
+        inputs.append(torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=gen))
+        sample = SegDataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size)))
+        # blocks of one class, as real masks are (majority patch labels are then well defined)
+        blocks = torch.randint(0, num_classes, (1, size // 32 + 1, size // 32 + 1), generator=gen)
+        labels = blocks.repeat_interleave(32, 1).repeat_interleave(32, 2)[:, :size, :size]
+        sample.gt_sem_seg = PixelData(data=labels)
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def _rss_kib() -> Dict[str, int]:
+    with open('/proc/self/status') as f:
+        status = dict(line.split(':', 1) for line in f)
+    return {k: int(status[k].split()[0]) for k in ('VmRSS', 'VmHWM')}
+
+
+def measure_training_memory(config: str, size: int, batch: int, with_cp: bool) -> dict:
+    """One CPU training step: ``rss_peak`` (the step's RSS high-water mark over the RSS before it)
+    and ``tracked_peak`` (peak of the live tensor storages created in the step), in bytes.
+    Resets the process' ``VmHWM``: run it in a process of its own."""
+    import torch
+    from mmengine.optim import build_optim_wrapper
+
+    torch.manual_seed(0)
+    cfg, model = _build(config, size, with_cp, meta=False)
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    data = _seg_batch(batch, size, model.decode_head.num_classes)
+    model.train_step(data, optim_wrapper)  # warm-up: optimizer state, first-call caches
+    optim_wrapper.zero_grad(set_to_none=True)
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')  # reset VmHWM to the current RSS
+    before = _rss_kib()['VmRSS']
+    model.train_step(data, optim_wrapper)
+    rss_peak = (_rss_kib()['VmHWM'] - before) * 1024
+    optim_wrapper.zero_grad(set_to_none=True)
+    tensors = [*model.parameters(), *model.buffers()]
+    tensors += [*(s for st in optim_wrapper.optimizer.state.values() for s in st.values()
+                  if isinstance(s, torch.Tensor))]
+    with _live_memory_mode()(ignore=tensors) as live:
+        model.train_step(data, optim_wrapper)
+    return dict(rss_peak=rss_peak, tracked_peak=live.peak)
+
+
+def count_training_memory(config: str, size: int, batch: int, with_cp: Optional[bool]) -> dict:
+    """Two training steps on the meta device: ``static`` (parameters and buffers) and ``peak``
+    (static + the peak of all other live storages), in bytes. ``with_cp=None`` keeps the
+    config's setting."""
+    with fused_attention_on_meta():
+        return _count_training_memory(config, size, batch, with_cp)
+
+
+def _count_training_memory(config: str, size: int, batch: int, with_cp: Optional[bool]) -> dict:
+    import torch
+    from mmengine.optim import build_optim_wrapper
+    from mmseg.models.utils import resize
+
+    cfg, model = _build(config, size, with_cp, meta=True)
+    if getattr(model, 'guidance', None) is not None:
+        model.guidance = None
+        model.backbone.record_taps = False
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    heads = [model.decode_head, *getattr(model, 'auxiliary_head', [])]
+    static = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    with torch.device('meta'):
+        inputs = torch.empty(batch, 3, size, size)
+        labels = torch.zeros(batch, size, size, dtype=torch.long)
+    with _live_memory_mode()(ignore=[*model.parameters(), *model.buffers(), inputs, labels]) \
+            as live:
+        for _ in range(2):
+            feats = model.extract_feat(inputs)
+            loss = 0
+            for head in heads:
+                logits = resize(head(feats), size=(size, size), mode='bilinear',
+                                align_corners=head.align_corners)
+                loss = loss + head.loss_decode(logits, labels, ignore_index=head.ignore_index)
+            del feats, logits
+            optim_wrapper.update_params(loss)
+            del loss
+    return dict(static=static, peak=static + live.peak)
+
+
+# ---------------------------------------------------------------------------------------------
+def spawn(kind: str, **kwargs) -> dict:
+    env = dict(os.environ, PYTHONWARNINGS='ignore', MALLOC_MMAP_THRESHOLD_='65536',
+               OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '1'))
+    proc = subprocess.run([sys.executable, osp.abspath(__file__), '--child',
+                           json.dumps(dict(kind=kind, **kwargs))],
+                          capture_output=True, text=True, env=env)
+    match = re.search(r'^RESULT (.*)$', proc.stdout, re.M)
+    if proc.returncode != 0 or match is None:
+        raise RuntimeError(f'{kind} {kwargs} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}')
+    return json.loads(match.group(1))
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    args = parse_args(argv)
+    if args.child:
+        spec = json.loads(args.child)
+        fn = measure_training_memory if spec.pop('kind') == 'measure' else \
+            count_training_memory
+        print('RESULT ' + json.dumps(fn(**spec)), flush=True)
+        return {}
+
+    name = osp.basename(args.config)
+    report = dict(config=args.config, measured=[], counted=[])
+    print(f'{name}\n\nMeasured on CPU: {args.batch} x {args.size}x{args.size}, one training step')
+    print('| with_cp | peak RSS over the step (MiB) | tracked tensors (MiB) |')
+    print('|---|---|---|')
+    for with_cp in (False, True):
+        r = spawn('measure', config=args.config, size=args.size, batch=args.batch,
+                  with_cp=with_cp)
+        report['measured'].append(dict(with_cp=with_cp, **r))
+        print(f'| {with_cp} | {r["rss_peak"] / MIB:.0f} | {r["tracked_peak"] / MIB:.0f} |',
+              flush=True)
+
+    if args.full_size:
+        print(f'\nCounted on the meta device: {args.batch} x {args.full_size}x{args.full_size}, '
+              'training step')
+        print('| config | with_cp | static (GiB) | peak (GiB) |')
+        print('|---|---|---|---|')
+        settings = [(args.config, False), (args.config, True)]
+        if args.full_config:
+            settings.append((args.full_config, None))
+        for config, with_cp in settings:
+            r = spawn('count', config=config, size=args.full_size, batch=args.batch,
+                      with_cp=with_cp)
+            report['counted'].append(dict(config=config, with_cp=with_cp, **r))
+            print(f'| {osp.basename(config)} | {with_cp if with_cp is not None else "-"} | '
+                  f'{r["static"] / 2**30:.2f} | {r["peak"] / 2**30:.2f} |', flush=True)
+    return report
+
+
+if __name__ == '__main__':
+    main()
