@@ -112,6 +112,10 @@ def test_trainable_sets():
     assert 'ln1.bias' in names and not any(n.endswith('weight') for n in names)
     linear = build_model(tiny_backbone_cfg(num_prompts=0, num_guided_prompts=0))
     assert sum(_trainable(linear).values()) == 0
+    # empty prompt sets never get a gradient: DDP would wait for them forever
+    assert not any(p.requires_grad for p in linear.parameters())
+    shallow = build_model(tiny_backbone_cfg(prompt_mode='shallow', num_guided_prompts=0))
+    assert set(_trainable(shallow)) == {'prompts.0'}
 
 
 def test_only_tuned_tensors_change_and_get_gradients():
@@ -251,3 +255,4 @@ def test_prompts_disabled_is_the_plain_vit():
         torch.testing.assert_close(model(x)[0], plain(x)[0])
         assert model.final_num_prefix == 1
     assert model.final_num_prefix == 3
+

@@ -83,3 +83,22 @@ def test_pretrained_init_cfg_resizes_position_embedding(tmp_path):
     ours.init_weights()
     assert ours.pos_embed.shape == (1, 1 + 16, 32)
     torch.testing.assert_close(ours.layers[2].attn.qkv.weight, ref.layers[2].attn.qkv.weight)
+
+
+def test_final_norm_false_loads_a_checkpoint_with_its_final_norm(tmp_path):
+    """SETR configs take un-normalised features (final_norm=False) from weights that have ln1:
+    the unused ln1 is dropped, every other key still loads strictly."""
+    state = _random(VisionTransformer(arch=TINY_ARCH, img_size=32, patch_size=8)).state_dict()
+    assert 'ln1.weight' in state
+    ref = VisionTransformer(arch=TINY_ARCH, img_size=32, patch_size=8, out_type='featmap',
+                            final_norm=False)
+    ref.load_state_dict({k: v for k, v in state.items() if not k.startswith('ln1.')})
+    ours = _ours(out_type='featmap', final_norm=False)
+    ours.load_pretrained(state)
+    ref.eval()
+    ours.eval()
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(ref(x)[0], ours(x)[0], atol=1e-5, rtol=0)
+    del state['layers.2.ffn.layers.1.weight']
+    with pytest.raises(KeyError, match='missing backbone keys'):
+        _ours(out_type='featmap', final_norm=False).load_pretrained(state)

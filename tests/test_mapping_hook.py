@@ -118,3 +118,35 @@ def test_two_process_gloo_ranks_hold_the_same_mapping(tmp_path):
     single.remap()
     assert torch.equal(single.class_to_prompt, r0['class_to_prompt'])
     torch.testing.assert_close(single.centroids, r0['centroids'])
+
+
+def test_initial_pass_pads_segmentation_crops_of_different_sizes():
+    """MMSeg's random crops (cat_max_ratio, images smaller than the crop) differ in size; the
+    initial pass pads them to one batch as training does, ignoring the padding."""
+    from types import SimpleNamespace
+
+    from mmengine.dataset import pseudo_collate
+    from mmengine.logging import MMLogger
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    from torch.utils.data import DataLoader
+
+    from mmdavpt.engine.hooks import SemanticMappingHook
+
+    from test_guidance import _seg_model
+
+    def item(h, w, label):
+        sample = SegDataSample()
+        sample.gt_sem_seg = PixelData(data=torch.full((1, h, w), label))
+        sample.set_metainfo(dict(img_shape=(h, w), ori_shape=(h, w)))
+        return dict(inputs=torch.randint(0, 255, (3, h, w), dtype=torch.uint8),
+                    data_samples=sample)
+
+    data = [item(32, 24, 0), item(24, 32, 1), item(32, 32, 2), item(16, 32, 3)]
+    model = _seg_model()
+    runner = SimpleNamespace(
+        model=model, seed=0, logger=MMLogger.get_instance(f'pad-{uuid.uuid4().hex}'),
+        train_dataloader=DataLoader(data, batch_size=2, collate_fn=pseudo_collate))
+    SemanticMappingHook()._initial_pass(runner)
+    # every labelled 8 x 8 patch counted once: the padding (ignore index) is not a class
+    assert model.guidance.mapping.class_count.tolist() == [12, 12, 16, 8]

@@ -86,7 +86,10 @@ class SemanticMappingHook(Hook):
         runner.logger.info('DA-VPT: class means of the frozen pre-trained backbone over the '
                            f'training data ({"all" if cap is None else cap} images per class)')
         for data in loader:
-            data = model.data_preprocessor(data, False)
+            # training=True pads segmentation crops of different sizes to one batch shape (and
+            # masks with the ignore index); skipped when batch augmentations (mixup...) are set
+            pad = getattr(model.data_preprocessor, 'batch_augments', None) is None
+            data = model.data_preprocessor(data, pad)
             with model.backbone.prompts_disabled():
                 feats, labels = model.mapping_features(data['inputs'], data['data_samples'])
             if cap is not None:  # keep the samples of classes still below the cap

@@ -131,7 +131,8 @@ class DAVPTViT(VisionTransformer):
         self.bias_tuning = tuple(bias_tuning)
         self.train_cls_token = train_cls_token
         self.requires_grad_(False)
-        self.prompts.requires_grad_(True)
+        for prompt in self.prompts:  # empty prompt sets never get a gradient (DDP would hang)
+            prompt.requires_grad_(prompt.numel() > 0)
         if train_cls_token:
             self.cls_token.requires_grad_(True)
         for layer in self.layers:
@@ -328,6 +329,11 @@ class DAVPTViT(VisionTransformer):
         state_dict = load_vit_state_dict(checkpoint)
         name = checkpoint if isinstance(checkpoint, str) else 'the given state dict'
         own = self.state_dict()
+        if not self.final_norm:  # e.g. SETR takes un-normalised features: the final norm is unused
+            dropped = [state_dict.pop(k) for k in ('ln1.weight', 'ln1.bias') if k in state_dict]
+            if dropped:
+                MMLogger.get_current_instance().info(
+                    'DAVPTViT: final_norm=False, the checkpoint\'s final norm ln1 is not used')
         tuned = {k for k in own if k.startswith('prompts.') or k.endswith('_bias_delta')}
         if 'patch_embed.projection.bias' in own and 'patch_embed.projection.bias' not in \
                 state_dict and 'patch_embed.projection.weight' in state_dict:
