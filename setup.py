@@ -9,6 +9,6 @@ setup(
     python_requires='>=3.8',
     install_requires=[
         'torch', 'mmengine>=0.10.0', 'mmcv>=2.0.0,<2.2.0', 'mmsegmentation>=1.2.0',
-        'mmpretrain>=1.2.0', 'scikit-learn', 'numpy'
+        'mmpretrain>=1.2.0', 'scikit-learn', 'threadpoolctl', 'numpy'
     ],
 )

@@ -256,3 +256,60 @@ def test_prompts_disabled_is_the_plain_vit():
         assert model.final_num_prefix == 1
     assert model.final_num_prefix == 3
 
+
+def _insert_by_cat(self, x, layer_idx, num_prefix):
+    """The plain VPT insertion: always rebuild the sequence with ``torch.cat``."""
+    if self._prompts_off or (self.prompt_mode == 'shallow' and layer_idx > 0):
+        return x, num_prefix
+    prompts = self.prompts[layer_idx]
+    if prompts.shape[0] == 0 and num_prefix == 1:
+        return x, num_prefix
+    prompts = self.prompt_dropout(prompts).to(x.dtype).expand(x.shape[0], -1, -1)
+    return torch.cat([x[:, :1], prompts, x[:, num_prefix:]], dim=1), 1 + prompts.shape[1]
+
+
+@pytest.mark.parametrize('kwargs', [
+    dict(), dict(num_prompts=3, num_guided_prompts=3), dict(num_guided_prompts=5),
+    dict(out_indices=(0, 1, 2), out_type='raw'), dict(prompt_dropout=0.3),
+    dict(bias_tuning=('k', 'v'), train_cls_token=True), dict(with_cp=True),
+    dict(prompt_mode='shallow', num_guided_prompts=0), dict(num_prompts=0, num_guided_prompts=2)])
+def test_in_place_prompt_insertion_equals_concatenation(kwargs, monkeypatch):
+    """Prompts written into their slots in place give the outputs and gradients of torch.cat."""
+    results = []
+    for insert in (DAVPTViT._insert_prompts, _insert_by_cat):
+        monkeypatch.setattr(DAVPTViT, '_insert_prompts', insert)
+        torch.manual_seed(0)
+        model = _randomise(build_model(tiny_backbone_cfg(**kwargs)))
+        model.record_taps = True
+        model.train()
+        x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+        torch.manual_seed(2)  # same prompt dropout masks
+        outs = model(x)
+        loss = sum(o.square().sum() for o in outs)
+        if model.guided_layers:  # the taps of the guided layer take part in the loss too
+            taps, final = model.pop_taps()
+            loss = loss + final.square().sum() + sum(
+                getattr(t, f).square().sum() for t in taps.values()
+                for f in ('prompt_query', 'cls_query', 'patch_mhsa', 'block_input'))
+        loss.backward()
+        model.eval()
+        with torch.no_grad():
+            evals = model(x)
+        results.append([o.detach() for o in outs] + list(evals) +
+                       [p.grad for p in model.parameters() if p.grad is not None])
+    assert len(results[0]) == len(results[1])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_deep_prompts_are_written_in_place():
+    """With as many prompts in every layer, only the first layer rebuilds the sequence."""
+    model = build_model(tiny_backbone_cfg(num_prompts=3, num_guided_prompts=3))
+    model.train()
+    with _ShapeRecorder() as rec:
+        model(torch.randn(2, 3, 32, 32))[0].sum().backward()
+    assert sum(op.startswith('aten.cat') for op in rec.ops) == 2  # CLS + patches, layer 0
+    model = build_model(tiny_backbone_cfg(num_prompts=3, num_guided_prompts=2))
+    with _ShapeRecorder() as rec:
+        model(torch.randn(2, 3, 32, 32))
+    assert sum(op.startswith('aten.cat') for op in rec.ops) == 3  # + the guided layer's M != P

@@ -112,3 +112,29 @@ def test_loss_modules_select_the_right_tensors():
     assert got.item() == pytest.approx(want.item())
     want = 0.2 * prompt_anchor_loss(taps.cls_query, taps.prompt_query, present)
     assert ClsPromptLoss(0.2)(taps, present).item() == pytest.approx(want.item())
+
+
+def test_batched_strided_samples_with_ignored_patches_equal_the_gathered_loss():
+    """B x N x D patch views (read in place, ignored patches masked) = the gathered N x D loss."""
+    g = torch.Generator().manual_seed(3)
+    tokens = torch.randn(2, 1 + 2 + 6, 8, generator=g, dtype=torch.float64)
+    prompts = torch.randn(3, 8, generator=g, dtype=torch.float64)
+    patch_prompt = torch.tensor([[0, 0, 1, -1, 1, 2], [2, -1, 2, 2, -1, 0]])
+    keep = patch_prompt >= 0
+    grads = []
+    for batched in (True, False):
+        t, p = tokens.clone().requires_grad_(), prompts.clone().requires_grad_()
+        patches = t[:, 3:]  # strided, as the backbone's patch slice
+        if batched:
+            positive = F.one_hot(patch_prompt.clamp(min=0), 3).bool() & keep[..., None]
+            loss = prompt_anchor_loss(patches, p, positive, 0.1, 0.5, valid=keep)
+        else:
+            positive = F.one_hot(patch_prompt[keep], 3).bool()
+            loss = prompt_anchor_loss(patches[keep], p, positive, 0.1, 0.5)
+            want = reference_loss(patches[keep].detach(), prompts, positive, 0.1, 0.5)
+            assert loss.item() == pytest.approx(want, rel=1e-6)  # float32 inside
+        loss.backward()
+        grads.append((loss.detach(), t.grad, p.grad))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+    assert grads[0][1][:, :3].abs().sum() == 0 and grads[0][1][1, 3 + 1].abs().sum() == 0

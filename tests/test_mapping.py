@@ -85,3 +85,21 @@ def test_state_dict_round_trip_restores_the_mapping():
     fresh.remap()
     assert torch.equal(m.class_to_prompt, fresh.class_to_prompt)
     np.testing.assert_allclose(m.centroids.numpy(), fresh.centroids.numpy())
+
+
+def test_kmeans_runs_on_one_thread(monkeypatch):
+    """C x D is tiny: BLAS/OpenMP thread pools only wait for each other (see docs/performance)."""
+    from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_info
+    seen = []
+    fit = KMeans.fit
+
+    def recording_fit(self, *args, **kwargs):
+        seen.append({pool['user_api']: pool['num_threads'] for pool in threadpool_info()})
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(KMeans, 'fit', recording_fit)
+    m, _ = _mapped()
+    m.accumulate(*_class_features())
+    m.remap()  # warm start
+    assert len(seen) == 2 and all(set(pools.values()) == {1} for pools in seen), seen

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from mmengine import dist
 from sklearn.cluster import KMeans
+from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 
 
@@ -105,8 +106,12 @@ class SemanticMapping(nn.Module):
         warm = self.initialized
         if len(seen) >= self.num_prompts:
             init = self.centroids.double().numpy() if warm else 'k-means++'
-            km = KMeans(self.num_prompts, init=init, n_init=1 if warm else self.n_init,
-                        random_state=self.seed).fit(feats)
+            # C x D is tiny (hundreds of rows): BLAS and OpenMP threads cost more than the
+            # arithmetic, 5-8x more on 2 shared cores (k-means++ runs C x D dot products in a
+            # loop over the centroids). One thread is never slower at this size.
+            with threadpool_limits(1):
+                km = KMeans(self.num_prompts, init=init, n_init=1 if warm else self.n_init,
+                            random_state=self.seed).fit(feats)
             assign, centroids = km.labels_, km.cluster_centers_
         elif warm:
             # Fewer seen classes than prompts: join each to the nearest existing centroid.

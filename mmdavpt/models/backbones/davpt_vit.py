@@ -260,15 +260,26 @@ class DAVPTViT(VisionTransformer):
 
     def _insert_prompts(self, x: Tensor, layer_idx: int, num_prefix: int) -> Tuple[Tensor, int]:
         """Replace the previous layer's prompt slots by this layer's prompts (VPT-Deep), or
-        insert the input prompts (VPT-Shallow, layer 0)."""
+        insert the input prompts (VPT-Shallow, layer 0).
+
+        When the layer has as many prompts as there are slots, they are written into the slots
+        in place (``x`` is the previous layer's fresh output, which no autograd node saved):
+        no copy of the B x L x D sequence forward, one backward. A ``torch.cat`` costs a copy
+        forward and two zero-filled B x L x D gradients plus their sum backward. A layer whose
+        output was handed out (``out_indices``) is never written to.
+        """
         if self._prompts_off or (self.prompt_mode == 'shallow' and layer_idx > 0):
             return x, num_prefix
         prompts = self.prompts[layer_idx]
-        if prompts.shape[0] == 0 and num_prefix == 1:
+        num = prompts.shape[0]
+        if num == 0 and num_prefix == 1:
             return x, num_prefix
-        prompts = self.prompt_dropout(prompts).to(x.dtype).expand(x.shape[0], -1, -1)
-        x = torch.cat([x[:, :1], prompts, x[:, num_prefix:]], dim=1)
-        return x, 1 + prompts.shape[1]
+        prompts = self.prompt_dropout(prompts).to(x.dtype)
+        if num == num_prefix - 1 and layer_idx - 1 not in self.out_indices:
+            x[:, 1:num_prefix] = prompts
+            return x, num_prefix
+        x = torch.cat([x[:, :1], prompts.expand(x.shape[0], -1, -1), x[:, num_prefix:]], dim=1)
+        return x, 1 + num
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         B = x.shape[0]

@@ -37,7 +37,7 @@ class GuidanceTaps:
 
 
 def prompt_anchor_loss(samples: Tensor, prompts: Tensor, positive: Tensor, margin: float = 0.1,
-                       temperature: float = 1 / 32) -> Tensor:
+                       temperature: float = 1 / 32, valid: Optional[Tensor] = None) -> Tensor:
     """Proxy-anchor loss with prompts as proxies (paper Eq. 4).
 
     With ``s`` the cosine similarity of L2-normalised vectors::
@@ -46,31 +46,44 @@ def prompt_anchor_loss(samples: Tensor, prompts: Tensor, positive: Tensor, margi
           + 1/|P|  sum_{p in P}  log(1 + sum_{x in X-_p} exp( (s(p,x) + margin) / temperature))
 
     Args:
-        samples: N x D sample features.
+        samples: N x D sample features, or B x N x D; a strided view (the patch slice of a
+            layer's tokens) is read in place, no copy of the samples is made.
         prompts: M x D prompt (proxy) features.
-        positive: N x M bool, ``positive[i, k]`` when sample i belongs to a class of prompt k.
+        positive: N x M (B x N x M) bool, ``positive[i, k]`` when sample i belongs to a class of
+            prompt k.
         margin: delta of the paper.
         temperature: tau of the paper (the official code's alpha is 1 / tau).
+        valid: N (B x N) bool, the samples that take part; the others (ignored patches) are in
+            neither X+ nor X-. ``None``: all of them.
 
     Returns:
         A scalar tensor, computed in float32 whatever the input dtype.
     """
-    if samples.ndim != 2 or prompts.ndim != 2 or samples.shape[1] != prompts.shape[1]:
-        raise ValueError(f'samples N x D and prompts M x D expected, got {tuple(samples.shape)} '
-                         f'and {tuple(prompts.shape)}')
-    if positive.shape != (samples.shape[0], prompts.shape[0]):
-        raise ValueError(f'positive must be {samples.shape[0]} x {prompts.shape[0]}, got '
-                         f'{tuple(positive.shape)}')
-    positive = positive.bool()
-    sim = F.normalize(samples.float(), dim=1) @ F.normalize(prompts.float(), dim=1).t()  # N x M
+    if samples.ndim not in (2, 3) or prompts.ndim != 2 or samples.shape[-1] != prompts.shape[1]:
+        raise ValueError(f'samples N x D (or B x N x D) and prompts M x D expected, got '
+                         f'{tuple(samples.shape)} and {tuple(prompts.shape)}')
+    if positive.shape != (*samples.shape[:-1], prompts.shape[0]):
+        raise ValueError(f'positive must be {tuple(samples.shape[:-1]) + (prompts.shape[0], )}, '
+                         f'got {tuple(positive.shape)}')
+    num_prompts = prompts.shape[0]
+    samples = samples.float()
+    unit_prompts = F.normalize(prompts.float(), dim=1)
+    # s(p, x) = (x . p) / |x| with p of unit norm: no normalised copy of the samples is saved.
+    if samples.ndim == 3:  # bmm reads a strided B x N x D view in place (matmul would copy it)
+        dots = torch.bmm(samples, unit_prompts.t().expand(samples.shape[0], -1, -1))
+    else:
+        dots = samples @ unit_prompts.t()
+    sim = (dots / samples.norm(dim=-1, keepdim=True).clamp(min=1e-12)).reshape(-1, num_prompts)
+    positive = positive.reshape(-1, num_prompts).bool()
+    not_negative = positive if valid is None else positive | ~valid.reshape(-1, 1).bool()
     pos_logits = (margin - sim) / temperature
     neg_logits = (sim + margin) / temperature
     # log(1 + sum exp(a)) = logsumexp([0, a...]); masked entries contribute exp(-inf) = 0.
-    zero_row = sim.new_zeros(1, sim.shape[1])
+    zero_row = sim.new_zeros(1, num_prompts)
     pos_lse = torch.logsumexp(
         torch.cat([zero_row, pos_logits.masked_fill(~positive, float('-inf'))]), dim=0)
     neg_lse = torch.logsumexp(
-        torch.cat([zero_row, neg_logits.masked_fill(positive, float('-inf'))]), dim=0)
+        torch.cat([zero_row, neg_logits.masked_fill(not_negative, float('-inf'))]), dim=0)
     has_pos = positive.any(dim=0)
     pos_term = (pos_lse * has_pos).sum() / has_pos.sum().clamp(min=1)
     return pos_term + neg_lse.mean()
@@ -96,9 +109,10 @@ class _PromptMetricLoss(nn.Module):
     def _prompts(self, taps: GuidanceTaps) -> Tensor:
         return taps.prompt_query if self.prompt_side == 'query' else taps.prompt_raw
 
-    def _loss(self, samples: Tensor, prompts: Tensor, positive: Tensor) -> Tensor:
+    def _loss(self, samples: Tensor, prompts: Tensor, positive: Tensor,
+              valid: Optional[Tensor] = None) -> Tensor:
         return self.loss_weight * prompt_anchor_loss(samples, prompts, positive, self.margin,
-                                                     self.temperature)
+                                                     self.temperature, valid)
 
 
 @register_model
@@ -133,15 +147,15 @@ class PatchPromptLoss(_PromptMetricLoss):
         """
         num_prompts = taps.prompt_query.shape[0]
         if self.sample_side == 'mhsa':
-            keep = patch_prompt.reshape(-1) >= 0
-            samples = taps.patch_mhsa.reshape(-1, taps.patch_mhsa.shape[-1])[keep]
-            positive = F.one_hot(patch_prompt.reshape(-1)[keep], num_prompts).bool()
-        else:
-            source = taps.patch_mhsa if self.sample_side == 'mhsa_mean' else taps.block_input
-            samples = source.mean(dim=1)
-            positive = image_positive if image_positive is not None else prompts_present(
-                patch_prompt, num_prompts)
-        return self._loss(samples, self._prompts(taps), positive)
+            # Every patch is a sample, read in place; ignored patches (-1) are masked, not
+            # gathered: nothing is copied and no shape depends on the labels (no GPU sync).
+            keep = patch_prompt >= 0  # B x N
+            positive = F.one_hot(patch_prompt.clamp(min=0), num_prompts).bool() & keep[..., None]
+            return self._loss(taps.patch_mhsa, self._prompts(taps), positive, keep)
+        source = taps.patch_mhsa if self.sample_side == 'mhsa_mean' else taps.block_input
+        positive = image_positive if image_positive is not None else prompts_present(
+            patch_prompt, num_prompts)
+        return self._loss(source.mean(dim=1), self._prompts(taps), positive)
 
 
 @register_model
