@@ -338,7 +338,7 @@ def test_nan_loss_stops_before_the_update_naming_the_step(task, tmp_path):
     poison = _PoisonAt(1)  # the second of the two iterations of epoch 1
     runner = Runner.from_cfg(_cfg(root, tmp_path / 'run'))
     runner.register_hook(poison)
-    with pytest.raises(FloatingPointError, match=r"non-finite loss at iteration 2: \{'loss': "
+    with pytest.raises(FloatingPointError, match=r"non-finite loss at iteration 2: \{'loss_cls': "
                        r'nan.*training stopped before the optimiser step'):
         runner.train()
     for before, after in zip(poison.prompts, runner.model.backbone.prompts):

@@ -234,7 +234,7 @@ def test_vit_b_davpt_plus_config_trains_a_step(configs):
         dict(inputs=[torch.randint(0, 256, (3, 224, 224), dtype=torch.uint8) for _ in range(2)],
              data_samples=[DataSample().set_gt_label(c) for c in (3, 40)]), True)
     losses = model.loss(data['inputs'], data['data_samples'])
-    assert set(losses) == {'loss', 'loss_ml_xp', 'loss_ml_pcls'}
+    assert set(losses) == {'loss_cls', 'loss_ml_xp', 'loss_ml_pcls'}
     sum(losses.values()).backward()
     tuned = [p for p in model.parameters() if p.requires_grad and p.numel() > 0]
     assert all(p.grad is not None for p in tuned)

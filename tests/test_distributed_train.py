@@ -154,13 +154,14 @@ def test_ranks_hold_the_same_mapping_at_every_remap(two_ranks, single):
 def test_first_step_cross_entropy_is_the_global_batch_loss(two_ranks, single):
     _, ranks = two_ranks
     ref = single.shard_losses
-    assert single.first_step['loss'] == pytest.approx(ref['all']['loss'], abs=1e-5)
-    # cross-entropy ('loss', MMPretrain's head) is a mean over samples: the mean over the ranks
+    assert single.first_step['loss_cls'] == pytest.approx(ref['all']['loss_cls'], abs=1e-5)
+    # cross-entropy ('loss_cls', MMPretrain's head) is a mean over samples: the mean over the ranks
     # is the loss of the global batch
-    mean_ce = sum(r['first_step']['loss'] for r in ranks) / 2
-    assert mean_ce == pytest.approx(ref['all']['loss'], abs=1e-5)
+    mean_ce = sum(r['first_step']['loss_cls'] for r in ranks) / 2
+    assert mean_ce == pytest.approx(ref['all']['loss_cls'], abs=1e-5)
     for rank, r in enumerate(ranks):
-        assert r['first_step']['loss'] == pytest.approx(ref[f'rank{rank}']['loss'], abs=1e-5)
+        assert r['first_step']['loss_cls'] == pytest.approx(ref[f'rank{rank}']['loss_cls'],
+                                                            abs=1e-5)
 
 
 def test_first_step_prompt_losses_are_the_global_batch_losses(two_ranks, single):

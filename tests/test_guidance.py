@@ -36,8 +36,12 @@ def test_classifier_adds_both_guidance_losses_and_trains_only_prompts_and_head()
     model.train()
     inputs, samples = _cls_batch(model, [0, 1, 2, 3])
     losses = model.loss(inputs, samples)
-    assert set(losses) == {'loss', 'loss_ml_xp', 'loss_ml_pcls'}
+    assert set(losses) == {'loss_cls', 'loss_ml_xp', 'loss_ml_pcls'}
     assert all(torch.isfinite(v) for v in losses.values())
+    # the logged 'loss' is the total that is optimised, not the cross-entropy alone
+    total, log_vars = model.parse_losses(losses)
+    assert log_vars['loss'].item() == pytest.approx(sum(v.item() for v in losses.values()))
+    assert log_vars['loss'].item() > losses['loss_cls'].item()
     sum(losses.values()).backward()
     grads = {n for n, p in model.named_parameters() if p.grad is not None}
     assert grads == {n for n, p in model.named_parameters() if p.requires_grad}

@@ -20,7 +20,9 @@ class DAVPTImageClassifier(ImageClassifier):
             :class:`PromptGuidance`), or ``None`` for plain VPT / linear probing / bias tuning.
         Other arguments are those of ``ImageClassifier``.
 
-    Every patch takes its image's label; the loss dict gains ``loss_ml_xp`` and ``loss_ml_pcls``.
+    Every patch takes its image's label; the loss dict gains ``loss_ml_xp`` and ``loss_ml_pcls``,
+    and the head's cross-entropy is renamed ``loss`` -> ``loss_cls``: MMEngine logs the total of
+    all ``loss*`` terms as ``loss``, which a term named ``loss`` would overwrite in the log.
     The final CLS features of the training pass feed the class means of the next remapping.
     """
 
@@ -40,6 +42,8 @@ class DAVPTImageClassifier(ImageClassifier):
         if self.guidance is None:
             check_finite_losses(losses)
             return losses
+        if 'loss' in losses:
+            losses['loss_cls'] = losses.pop('loss')
         labels = self._labels(data_samples, inputs.device)
         taps, final = self.backbone.pop_taps()
         num_patches = next(iter(taps.values())).patch_mhsa.shape[1]
