@@ -78,7 +78,7 @@ def test_generated_configs_up_to_date():
 
 def test_generator_tables_match_datasets():
     from mmdavpt.datasets import FGVC_DATASETS, VTAB_TASKS
-    assert generator.VTAB_TASKS == VTAB_TASKS
+    assert generator.VTAB_TASKS is VTAB_TASKS  # one table, the datasets'
     assert {k: v[1] for k, v in generator.FGVC_DATASETS.items()} == \
         {k: v[1] for k, v in FGVC_DATASETS.items()}
     assert set(generator.VPT_PROMPTS) == set(VTAB_TASKS) | set(FGVC_DATASETS)
