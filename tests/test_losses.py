@@ -74,6 +74,13 @@ def test_loss_pulls_positives_and_is_stable_in_low_precision():
     assert stepped < loss
     half = prompt_anchor_loss(samples.bfloat16(), prompts.detach().bfloat16(), positive)
     assert torch.isfinite(half) and half.dtype == torch.float32
+    # float16 (CUDA autocast) features whose squared norm overflows float16 (> 65504): the loss
+    # upcasts first, so it equals the float32 loss of the same values
+    big = (samples * 300).half()
+    for s in (big, big.reshape(2, 5, 16)):
+        got = prompt_anchor_loss(s, prompts.detach().half(), positive.reshape(*s.shape[:-1], 2))
+        want = prompt_anchor_loss(big.float(), prompts.detach().half().float(), positive)
+        assert torch.isfinite(got) and got.item() == pytest.approx(want.item(), rel=1e-5)
 
 
 def test_bad_shapes_raise():
