@@ -379,6 +379,16 @@ def test_train_cli_merges_args_per_scope(monkeypatch, tmp_path):
     assert 'collate_fn' not in cfg.train_dataloader
     assert cfg.optim_wrapper.type == 'OptimWrapper'
 
+    # the reliability hooks are added once; --allow-config-change reaches the listed guard
+    assert [h['type'] for h in cfg.custom_hooks] == ['ConfigGuardHook', 'RNGStateHook']
+    assert 'allow_config_change' not in cfg.custom_hooks[0]
+    monkeypatch.setattr(sys, 'argv', ['prog', SETR_CFG, '--allow-config-change'])
+    cfg = Config.fromfile(SETR_CFG)
+    cfg.custom_hooks = [dict(type='ConfigGuardHook')]
+    cfg = train.merge_args(cfg, train.parse_args())
+    assert cfg.custom_hooks == [dict(type='ConfigGuardHook', allow_config_change=True),
+                                dict(type='RNGStateHook')]
+
     with pytest.raises(ValueError, match='default_scope'):
         _merged(train, monkeypatch, [SETR_CFG, '--cfg-options', 'default_scope=mmdet'])
 
@@ -390,6 +400,7 @@ def test_test_cli_tta_and_out_per_scope(monkeypatch, tmp_path):
     assert cfg.model.type == 'SegTTAModel' and cfg.model.module.type == 'EncoderDecoder'
     assert cfg.test_dataloader.dataset.pipeline == cfg.tta_pipeline
     assert cfg.test_evaluator.output_dir == str(tmp_path) and cfg.test_evaluator.keep_results
+    assert [h['type'] for h in cfg.custom_hooks] == ['ConfigGuardHook']
 
     cfg = _merged(test, monkeypatch, [VIT_CFG, 'ck.pth', '--tta'])
     assert cfg.model.type == 'mmpretrain.AverageClsScoreTTA'

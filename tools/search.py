@@ -26,6 +26,7 @@ from mmengine.utils import mkdir_or_exist
 
 import mmdavpt  # noqa: F401  registers mmdavpt's modules and the torch.load allowlist
 from mmdavpt.search import ALIASES, parse_space, run_search, write_best_config
+from mmdavpt.utils.cli import build_runner
 
 
 def _load_train_tool():
@@ -68,7 +69,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0, help='seed of the TPE sampler')
     parser.add_argument('--heartbeat', type=int, default=60,
                         help='seconds between heartbeats of a running trial in the storage; a '
-                        'trial whose process died is retried once by the next run')
+                        'trial whose process died is retried once by the next run; 0: none')
     parser.add_argument('--amp', action='store_true', help='mixed precision, as tools/train.py')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='config overrides for the trials and the best config')
@@ -96,14 +97,15 @@ def main(argv: Optional[List[str]] = None) -> Optional[str]:
     def prepare(trial_cfg: Config) -> Config:
         # the same handling as `tools/train.py CONFIG --work-dir DIR [--amp]`
         cli = Namespace(config=args.config, cfg_options=None, launcher='none',
-                        work_dir=trial_cfg.work_dir, amp=args.amp, resume=None)
+                        work_dir=trial_cfg.work_dir, amp=args.amp, resume=None,
+                        allow_config_change=False)
         return train_tool.merge_args(trial_cfg, cli)
 
     study = run_search(cfg, params, args.trials, work_dir, storage=args.storage,
                        study_name=study_name, metric=args.metric, direction=args.direction,
-                       pruner=args.pruner, seed=args.seed, heartbeat=args.heartbeat,
+                       pruner=args.pruner, seed=args.seed, heartbeat=args.heartbeat or None,
                        trial_options=args.trial_options, prepare=prepare,
-                       build_runner=train_tool.build_runner)
+                       build_runner=build_runner)
     states = [t.state.name for t in study.trials]
     summary = ', '.join(f'{states.count(s)} {s.lower()}' for s in sorted(set(states)))
     print(f'study {study.study_name!r}: {len(states)} trials ({summary})')

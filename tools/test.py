@@ -7,19 +7,15 @@ defaults, dataloader defaults).
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out PATH] [--tta]
 """
 import argparse
-import importlib
 import os
-import os.path as osp
 from copy import deepcopy
 
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.evaluator import DumpResults
-from mmengine.runner import Runner
 
 import mmdavpt  # noqa: F401  registers mmdavpt's modules and the torch.load allowlist
-
-SCOPES = ('mmpretrain', 'mmseg')
+from mmdavpt.utils.cli import apply_common_args, build_runner, ensure_hooks
 
 
 def parse_args() -> argparse.Namespace:
@@ -64,20 +60,10 @@ def set_mmpretrain_tta_defaults(cfg: Config) -> None:
 
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     """Apply the command line to the config (CLI > config > defaults)."""
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    scope = cfg.get('default_scope')
-    if scope not in SCOPES:
-        raise ValueError(f'default_scope must be one of {SCOPES}, got {scope!r}')
-    cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    scope = apply_common_args(cfg, args)
     cfg.load_from = args.checkpoint
     # refuse a checkpoint whose state dict does not match the model (MMEngine only warns)
-    if not any(h.get('type') == 'ConfigGuardHook' for h in cfg.get('custom_hooks') or []):
-        cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [dict(type='ConfigGuardHook')]
+    ensure_hooks(cfg, [dict(type='ConfigGuardHook')])
 
     if args.tta:
         if scope == 'mmpretrain':
@@ -95,12 +81,6 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         loader.update(cfg.test_dataloader)
         cfg.test_dataloader = loader
     return cfg
-
-
-def build_runner(cfg: Config) -> Runner:
-    if 'runner_type' not in cfg:
-        return Runner.from_cfg(cfg)
-    return importlib.import_module(f'{cfg.default_scope}.registry').RUNNERS.build(cfg)
 
 
 def main() -> None:

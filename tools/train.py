@@ -6,19 +6,15 @@ Mirrors ``tools/train.py`` of MMPretrain 1.2.0 and MMSeg 1.2.2; the config's ``d
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--cfg-options k=v ...]
 """
 import argparse
-import importlib
 import logging
 import os
-import os.path as osp
 
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.logging import print_log
-from mmengine.runner import Runner
 
 import mmdavpt  # noqa: F401  registers mmdavpt's modules and the torch.load allowlist
-
-SCOPES = ('mmpretrain', 'mmseg')
+from mmdavpt.utils.cli import apply_common_args, build_runner, ensure_hooks
 
 
 def parse_args() -> argparse.Namespace:
@@ -79,37 +75,9 @@ def set_mmpretrain_dataloader_defaults(cfg: Config) -> None:
         cfg[field] = loader
 
 
-def add_reliability_hooks(cfg: Config, allow_config_change: bool = False) -> None:
-    """Add ``ConfigGuardHook`` and ``RNGStateHook`` to ``cfg.custom_hooks`` unless listed.
-
-    ``--resume`` then refuses a checkpoint of another config, and continues the random draws
-    of the interrupted run (docs/distributed.md).
-    """
-    hooks = list(cfg.get('custom_hooks') or [])
-    types = [h.get('type') for h in hooks]
-    if 'ConfigGuardHook' not in types:
-        hooks.append(dict(type='ConfigGuardHook'))
-    if 'RNGStateHook' not in types:
-        hooks.append(dict(type='RNGStateHook'))
-    if allow_config_change:
-        for hook in hooks:
-            if hook.get('type') == 'ConfigGuardHook':
-                hook['allow_config_change'] = True
-    cfg.custom_hooks = hooks
-
-
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     """Apply the command line to the config (CLI > config > defaults)."""
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    scope = cfg.get('default_scope')
-    if scope not in SCOPES:
-        raise ValueError(f'default_scope must be one of {SCOPES}, got {scope!r}')
-    cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    scope = apply_common_args(cfg, args)
     if args.amp:
         enable_amp(cfg)
     if args.resume == 'auto':
@@ -120,14 +88,13 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         cfg.load_from = args.resume
     if scope == 'mmpretrain':
         set_mmpretrain_dataloader_defaults(cfg)
-    add_reliability_hooks(cfg, getattr(args, 'allow_config_change', False))
+    # --resume refuses a checkpoint of another config and continues the random draws of the
+    # interrupted run (docs/distributed.md)
+    guard = dict(type='ConfigGuardHook')
+    if args.allow_config_change:
+        guard['allow_config_change'] = True
+    ensure_hooks(cfg, [guard, dict(type='RNGStateHook')])
     return cfg
-
-
-def build_runner(cfg: Config) -> Runner:
-    if 'runner_type' not in cfg:
-        return Runner.from_cfg(cfg)
-    return importlib.import_module(f'{cfg.default_scope}.registry').RUNNERS.build(cfg)
 
 
 def main() -> None:
