@@ -208,3 +208,21 @@ def test_iteration_based_resume_is_exact(tmp_path, sampler):
     _assert_state_equal(resumed.model.state_dict(), ref.model.state_dict(), atol=1e-6)
     _assert_state_equal(resumed.optim_wrapper.state_dict(), ref.optim_wrapper.state_dict(),
                         atol=1e-6)
+
+
+def test_gathered_rng_states_serve_one_checkpoint_only(monkeypatch):
+    """With several ranks, states gathered for one save are never written into a later one."""
+    from mmengine.logging import MMLogger
+
+    import mmdavpt.engine.hooks.rng_state_hook as module
+
+    monkeypatch.setattr(module, 'get_dist_info', lambda: (0, 2))
+    monkeypatch.setattr(module, 'all_gather_object', lambda state: [state, state])
+    hook = RNGStateHook()
+    runner = type('R', (), {'logger': MMLogger.get_instance('rng-once')})()
+    hook.after_train_epoch(runner)
+    first, second = {}, {}
+    hook.before_save_checkpoint(runner, first)
+    hook.before_save_checkpoint(runner, second)  # nothing gathered since: no stale states
+    assert len(first[module.CHECKPOINT_KEY]['states']) == 2
+    assert module.CHECKPOINT_KEY not in second

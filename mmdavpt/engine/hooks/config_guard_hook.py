@@ -9,7 +9,7 @@ from mmengine.runner import BaseLoop, find_latest_checkpoint
 from mmpretrain.registry import HOOKS as PRETRAIN_HOOKS
 from mmseg.registry import HOOKS as SEG_HOOKS
 
-from mmdavpt.models.backbones import DAVPTViT
+from mmdavpt.engine.hooks.tuned_only_checkpoint_hook import frozen_backbone_keys
 
 #: Config sections that must be the same when a run is resumed: what is trained, on what data.
 DEFAULT_KEYS = ('model', 'train_dataloader.dataset', 'train_dataloader.batch_size')
@@ -186,13 +186,8 @@ class ConfigGuardHook(Hook):
         state = {k[len('module.'):] if k.startswith('module.') else k: v
                  for k, v in state.items()}
         own = model.state_dict()
-        allowed_missing = set()
-        if checkpoint.get('meta', {}).get('davpt_tuned_only'):
-            for name, module in model.named_modules():
-                if isinstance(module, DAVPTViT):
-                    prefix = f'{name}.' if name else ''
-                    allowed_missing |= {prefix + n for n, p in module.named_parameters()
-                                        if not p.requires_grad}
+        allowed_missing = frozen_backbone_keys(model) if checkpoint.get('meta', {}).get(
+            'davpt_tuned_only') else set()
         missing = sorted(k for k in set(own) - set(state) - allowed_missing
                          if not k.endswith('num_batches_tracked'))
         unexpected = sorted(set(state) - set(own))

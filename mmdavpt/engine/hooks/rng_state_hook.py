@@ -111,7 +111,7 @@ class RNGStateHook(Hook):
                                       '(saved outside a training epoch or checkpoint interval); '
                                       'it resumes with freshly seeded generators')
                 return
-            states = self._gathered
+            states, self._gathered = self._gathered, None  # never reused by a later save
         else:
             states = [self._in_val if self._in_val is not None else get_rng_state()]
         checkpoint[CHECKPOINT_KEY] = dict(world_size=world_size, states=states)

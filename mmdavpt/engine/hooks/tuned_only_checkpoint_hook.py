@@ -1,10 +1,21 @@
 """Checkpoints that hold only what DA-VPT trains (prompts, tuned biases, CLS, head, mapping)."""
+from typing import Set
+
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmpretrain.registry import HOOKS as PRETRAIN_HOOKS
 from mmseg.registry import HOOKS as SEG_HOOKS
+from torch import nn
 
 from mmdavpt.models.backbones import DAVPTViT
+
+
+def frozen_backbone_keys(model: nn.Module) -> Set[str]:
+    """State-dict keys of the frozen parameters of every :class:`DAVPTViT` in ``model``: what a
+    tuned-only checkpoint leaves out."""
+    return {f'{name}.{n}' if name else n for name, module in model.named_modules()
+            if isinstance(module, DAVPTViT)
+            for n, p in module.named_parameters() if not p.requires_grad}
 
 
 class TunedOnlyCheckpointHook(Hook):
@@ -21,11 +32,7 @@ class TunedOnlyCheckpointHook(Hook):
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        frozen = set()
-        for name, module in model.named_modules():
-            if isinstance(module, DAVPTViT):
-                prefix = f'{name}.' if name else ''
-                frozen |= {prefix + n for n, p in module.named_parameters() if not p.requires_grad}
+        frozen = frozen_backbone_keys(model)
         if not frozen:
             raise RuntimeError('TunedOnlyCheckpointHook needs a DAVPTViT backbone')
         state = checkpoint['state_dict']
