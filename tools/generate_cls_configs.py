@@ -141,7 +141,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help='only check that the files are up to date (exit 1 if not)')
     args = parser.parse_args(argv)
     stale = []
-    for rel, content in generated_files().items():
+    files = generated_files()
+    for rel, content in files.items():
         path = osp.join(ROOT, rel)
         current = open(path).read() if osp.isfile(path) else None
         if current == content:
@@ -151,7 +152,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             os.makedirs(osp.dirname(path), exist_ok=True)
             with open(path, 'w') as f:
                 f.write(content)
-    total = len(generated_files())
+    total = len(files)
     if args.check:
         for rel in stale:
             print(f'stale or missing: {rel}')
