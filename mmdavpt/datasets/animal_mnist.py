@@ -33,16 +33,8 @@ class AnimalMNISTSegDataset(BaseSegDataset):
     METAINFO = dict(classes=('background', ) + ANIMAL_MNIST_CLASSES,
                     palette=animal_mnist_palette())
 
-    def __init__(self,
-                 img_suffix: str = '.png',
-                 seg_map_suffix: str = '.png',
-                 reduce_zero_label: bool = False,
-                 **kwargs) -> None:
-        super().__init__(
-            img_suffix=img_suffix,
-            seg_map_suffix=seg_map_suffix,
-            reduce_zero_label=reduce_zero_label,
-            **kwargs)
+    def __init__(self, img_suffix: str = '.png', **kwargs) -> None:
+        super().__init__(img_suffix=img_suffix, **kwargs)
 
     def load_data_list(self) -> List[dict]:
         """Like the parent, but a missing split file or an empty split raises."""

@@ -4,15 +4,16 @@ Every failure names the split file it comes from, so a broken annotation is foun
 the message, not by bisecting a training run.
 """
 import warnings
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
 
-def check_label(label: object, num_classes: int, where: str) -> int:
+def check_label(label: object, num_classes: Optional[int], where: str) -> int:
     """Return ``label`` as an int if it is an integer class id in ``[0, num_classes)``.
 
     Args:
         label: the value read from a split file (``bool`` is rejected, so is ``3.0``).
-        num_classes: the number of classes of the dataset.
+        num_classes: the number of classes of the dataset; None checks only that ``label`` is
+            an integer.
         where: where the value was read, e.g. ``'/data/cub/train.json: key "a.jpg"'``.
 
     Raises:
@@ -20,7 +21,7 @@ def check_label(label: object, num_classes: int, where: str) -> int:
     """
     if isinstance(label, bool) or not isinstance(label, int):
         raise ValueError(f'{where}: class id {label!r} is not an integer')
-    if not 0 <= label < num_classes:
+    if num_classes is not None and not 0 <= label < num_classes:
         raise ValueError(f'{where}: class id {label} is outside [0, {num_classes})')
     return label
 

@@ -104,8 +104,8 @@ def split_indices(labels: np.ndarray, seed: int) -> Dict[str, np.ndarray]:
 
 
 def write_vtab_task(images: np.ndarray, labels: np.ndarray, parts: Dict[str, np.ndarray],
-                    task_dir: str) -> Dict[str, int]:
-    """Write the classification task; returns the number of lines of each list file."""
+                    task_dir: str) -> None:
+    """Write the classification task."""
     lines = {}
     for split in VTAB_SPLITS:
         os.makedirs(osp.join(task_dir, 'images', split))
@@ -119,7 +119,6 @@ def write_vtab_task(images: np.ndarray, labels: np.ndarray, parts: Dict[str, np.
     for name, split_lines in lines.items():
         _write_lines(osp.join(task_dir, f'{name}.txt'), split_lines)
     _write_lines(osp.join(task_dir, 'classes.txt'), ANIMAL_MNIST_CLASSES)
-    return {name: len(split_lines) for name, split_lines in lines.items()}
 
 
 def render_canvas(rng: np.random.Generator, silhouettes: List[np.ndarray],
@@ -164,8 +163,8 @@ def render_canvas(rng: np.random.Generator, silhouettes: List[np.ndarray],
 
 
 def write_seg_set(images: np.ndarray, labels: np.ndarray, parts: Dict[str, np.ndarray],
-                  seg_dir: str, seed: int) -> Dict[str, int]:
-    """Write the segmentation set; returns the number of images of each split."""
+                  seg_dir: str, seed: int) -> None:
+    """Write the segmentation set."""
     rng = np.random.default_rng([seed, 1])
     os.makedirs(osp.join(seg_dir, 'splits'))
     for split, num_images in SEG_IMAGES.items():
@@ -183,7 +182,6 @@ def write_seg_set(images: np.ndarray, labels: np.ndarray, parts: Dict[str, np.nd
             names.append(name)
         _write_lines(osp.join(seg_dir, 'splits', f'{split}.txt'), names)
     _write_lines(osp.join(seg_dir, 'classes.txt'), ('background', ) + ANIMAL_MNIST_CLASSES)
-    return dict(SEG_IMAGES)
 
 
 def prepare_demo_data(out: str = 'data', seed: int = 0, force: bool = False) -> Dict[str, str]:
@@ -206,7 +204,7 @@ def prepare_demo_data(out: str = 'data', seed: int = 0, force: bool = False) -> 
         return result
     images, labels = load_animal_mnist()
     parts = split_indices(labels, seed)
-    writers: Dict[str, Callable[[str], Dict[str, int]]] = {
+    writers: Dict[str, Callable[[str], None]] = {
         'vtab': lambda d: write_vtab_task(images, labels, parts, d),
         'seg': lambda d: write_seg_set(images, labels, parts, d, seed),
     }
@@ -264,8 +262,7 @@ def _is_built(path: str, stamp: dict, files: Dict[str, int]) -> bool:
     return True
 
 
-def _build_into(path: str, stamp: dict, write: Callable[[str], Dict[str, int]],
-                force: bool) -> None:
+def _build_into(path: str, stamp: dict, write: Callable[[str], None], force: bool) -> None:
     """Write into ``path + '.tmp'``, add the manifest, then replace ``path``."""
     if osp.exists(path) and not force and not osp.isfile(osp.join(path, 'manifest.json')):
         raise FileExistsError(f'{path} exists but was not built by prepare_demo_data (no '
@@ -273,9 +270,9 @@ def _build_into(path: str, stamp: dict, write: Callable[[str], Dict[str, int]],
     tmp = path + '.tmp'
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    counts = write(tmp)
+    write(tmp)
     with open(osp.join(tmp, 'manifest.json'), 'w') as f:
-        json.dump({**stamp, 'counts': counts}, f, indent=2)
+        json.dump(stamp, f, indent=2)
     if osp.exists(path):
         shutil.rmtree(path)
     os.replace(tmp, path)

@@ -2,7 +2,6 @@
 import json
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-import mmengine
 from mmengine.fileio import get_file_backend
 from mmpretrain.datasets import BaseDataset
 from mmpretrain.registry import DATASETS
@@ -112,10 +111,7 @@ class VPTFGVCDataset(BaseDataset):
             self.backend.join_path(data_root, name) for name in FGVC_SPLITS[split]
         ]
 
-        metainfo = dict(kwargs.pop('metainfo', None) or {})
-        if classes is not None:
-            names = mmengine.list_from_file(classes) if isinstance(classes, str) else classes
-            metainfo['classes'] = tuple(names)
+        metainfo = dict(self._compat_classes(kwargs.pop('metainfo', None), classes))
         metainfo.setdefault('classes', tuple(str(i) for i in range(self.num_classes)))
         if len(metainfo['classes']) != self.num_classes:
             raise ValueError(f'{dataset_name} has {self.num_classes} classes, but '
@@ -130,15 +126,12 @@ class VPTFGVCDataset(BaseDataset):
     def _label_remap(self) -> Dict[object, int]:
         """Sorted distinct ids of all present split files -> 0..num_classes-1 (VPT's rule)."""
         ids, sources = set(), []
-        for name in ('train.json', 'val.json', 'test.json'):
+        for name in dict.fromkeys(n for names in FGVC_SPLITS.values() for n in names):
             path = self.backend.join_path(self.data_root, name)
             if self.backend.exists(path):
                 sources.append(path)
                 for key, label in load_json_split(path, self.backend):
-                    if isinstance(label, bool) or not isinstance(label, int):
-                        raise ValueError(f'{path}: key {key!r}: class id {label!r} is not '
-                                         'an integer')
-                    ids.add(label)
+                    ids.add(check_label(label, None, f'{path}: key {key!r}'))
         if len(ids) != self.num_classes:
             raise ValueError(f'remap_labels: {", ".join(sources)} hold {len(ids)} distinct '
                              f'class ids, expected {self.num_classes}')

@@ -1,7 +1,6 @@
 """VTAB-1k in its widely shared extracted form (image files + txt lists)."""
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-import mmengine
 from mmengine.fileio import get_file_backend
 from mmpretrain.datasets import BaseDataset
 from mmpretrain.registry import DATASETS
@@ -120,16 +119,14 @@ class VTAB1kDataset(BaseDataset):
         task_dir = self.backend.join_path(data_root, task)
         self.group, known_num_classes = VTAB_TASKS.get(task, (None, None))
 
-        metainfo = dict(kwargs.pop('metainfo', None) or {})
+        metainfo = kwargs.pop('metainfo', None) or {}
         if classes is None and 'classes' not in metainfo and known_num_classes is None \
                 and num_classes is None:
             classes = self.backend.join_path(task_dir, 'classes.txt')
             if not self.backend.exists(classes):
                 raise ValueError(f'{task!r} is not one of the 19 VTAB tasks and {classes} does '
                                  'not exist: pass num_classes or classes')
-        if classes is not None:
-            names = mmengine.list_from_file(classes) if isinstance(classes, str) else classes
-            metainfo['classes'] = tuple(names)
+        metainfo = dict(self._compat_classes(metainfo, classes))
         if 'classes' in metainfo:
             num_classes = num_classes or len(metainfo['classes'])
         num_classes = num_classes or known_num_classes
@@ -167,8 +164,5 @@ class VTAB1kDataset(BaseDataset):
 
     def extra_repr(self) -> List[str]:
         """Task, group, split file and image root, for ``repr``."""
-        return [
-            f'Task: \t{self.task} ({self.group or "not a VTAB task"})',
-            f'Annotation file: \t{self.ann_file}',
-            f'Prefix of images: \t{self.img_prefix}',
-        ]
+        task = f'Task: \t{self.task} ({self.group or "not a VTAB task"})'
+        return [task, *super().extra_repr()]

@@ -38,13 +38,14 @@ Source layouts (``LAYOUTS``), detected from the key names:
 
 Wrappers and prefixes handled before the layout is detected: ``state_dict`` / ``model`` /
 ``module`` dict wrappers; a ``module.`` prefix on every key (DataParallel); the sub-model under
-``base_encoder.`` (MoCo-v3 pre-training), ``backbone.`` (MMPretrain / MMSeg models), ``dinov2.``
-(HF ``Dinov2For*``) or ``encoder.``. Keys outside the selected sub-model, classifier heads, MAE
+``base_encoder.`` (MoCo-v3 pre-training), ``backbone.`` (MMPretrain / MMSeg models) or ``dinov2.``
+(HF ``Dinov2For*``). Keys outside the selected sub-model, classifier heads, MAE
 decoders and mask tokens are dropped and reported; any other key that a layout does not know raises
 ``ValueError`` rather than being lost silently.
 """
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 import os.path as osp
@@ -60,7 +61,7 @@ from torch import Tensor
 LAYOUTS = ('mmpretrain', 'mmseg', 'timm', 'jax', 'hf_dinov2')
 
 _WRAPPER_KEYS = ('state_dict', 'model', 'module')
-_SUBMODEL_PREFIXES = ('base_encoder.', 'backbone.', 'dinov2.', 'encoder.')
+_SUBMODEL_PREFIXES = ('base_encoder.', 'backbone.', 'dinov2.')
 _QKV = ('query', 'key', 'value')
 # Heads of the common ViT widths (ViT-Ti/S/B/L/H), for the metadata of converted checkpoints.
 _NUM_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
@@ -207,10 +208,6 @@ def _select_vit(state_dict: Mapping[str, Tensor]) -> tuple[dict, dict[str, str],
         origin = {k[len('module.'):]: o for k, o in origin.items()}
         items = {k[len('module.'):]: v for k, v in items.items()}
     for prefix in _SUBMODEL_PREFIXES:
-        # HF Dinov2Model's own blocks live under encoder.layer.*, next to embeddings.*
-        if prefix == 'encoder.' and any(k.startswith(('embeddings.', 'encoder.layer.'))
-                                        for k in items):
-            continue
         if any(k.startswith(prefix) for k in items):
             dropped = [origin[k] for k in items if not k.startswith(prefix)]
             origin = {k[len(prefix):]: origin[k] for k in items if k.startswith(prefix)}
@@ -463,3 +460,19 @@ def describe_conversion(dst: str, meta: dict) -> str:
             f'{meta["patch_size"]}, position embedding for {meta["img_size"]} px, layer scale '
             f'{meta["layer_scale"]}; dropped {len(dropped)} keys'
             + (f': {dropped[:12]}{" ..." if len(dropped) > 12 else ""}' if dropped else ''))
+
+
+def converter_main(doc: str, layout: str, src_help: str, argv: list[str] | None = None,
+                   meta: dict | None = None) -> dict:
+    """The command line of the converter scripts: ``SRC DST``, convert, print, return the meta.
+
+    ``doc`` is the script's docstring (its first line is the ``--help`` description), ``layout``
+    the source layout (one of ``LAYOUTS``), ``meta`` extra meta for :func:`convert_checkpoint`.
+    """
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument('src', help=src_help)
+    parser.add_argument('dst', help='output .pth')
+    args = parser.parse_args(argv)
+    info = convert_checkpoint(args.src, args.dst, layout=layout, meta=meta)
+    print(describe_conversion(args.dst, info))
+    return info

@@ -10,19 +10,12 @@ linear head is dropped) or the pre-training one (``module.base_encoder.*`` is ke
 encoder, the predictor and the projection head are dropped). MoCo-v3's fixed 2-D sin-cos position
 embedding is stored in the checkpoint and is copied like any other weight.
 """
-import argparse
-
-from mmdavpt.utils.ckpt_convert import convert_checkpoint, describe_conversion
+from mmdavpt.utils.ckpt_convert import converter_main
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('src', help='MoCo-v3 checkpoint (.pth.tar)')
-    parser.add_argument('dst', help='output .pth')
-    args = parser.parse_args(argv)
-    meta = convert_checkpoint(args.src, args.dst, layout='timm', meta={'pretraining': 'mocov3'})
-    print(describe_conversion(args.dst, meta))
-    return meta
+    return converter_main(__doc__, 'timm', 'MoCo-v3 checkpoint (.pth.tar)', argv,
+                          meta={'pretraining': 'mocov3'})
 
 
 if __name__ == '__main__':

@@ -11,19 +11,11 @@ fine-tuned checkpoints with ``fc_norm`` and no ``norm`` get ``fc_norm`` as the f
 ``mmdavpt.utils.ckpt_convert``). The output ``{'state_dict', 'meta'}`` loads into the backbone with
 ``init_cfg=dict(type='Pretrained', checkpoint=OUT)``.
 """
-import argparse
-
-from mmdavpt.utils.ckpt_convert import convert_checkpoint, describe_conversion
+from mmdavpt.utils.ckpt_convert import converter_main
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('src', help='timm checkpoint (.pth, .bin, .safetensors)')
-    parser.add_argument('dst', help='output .pth')
-    args = parser.parse_args(argv)
-    meta = convert_checkpoint(args.src, args.dst, layout='timm')
-    print(describe_conversion(args.dst, meta))
-    return meta
+    return converter_main(__doc__, 'timm', 'timm checkpoint (.pth, .bin, .safetensors)', argv)
 
 
 if __name__ == '__main__':

@@ -10,19 +10,11 @@ to OIHW, the per-head query/key/value kernels [D, heads, head_dim] are flattened
 fused into ``qkv``, dense kernels are transposed, ``head`` and ``pre_logits`` are dropped. The file
 is read with NumPy (no pickle).
 """
-import argparse
-
-from mmdavpt.utils.ckpt_convert import convert_checkpoint, describe_conversion
+from mmdavpt.utils.ckpt_convert import converter_main
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('src', help='jax checkpoint (.npz)')
-    parser.add_argument('dst', help='output .pth')
-    args = parser.parse_args(argv)
-    meta = convert_checkpoint(args.src, args.dst, layout='jax')
-    print(describe_conversion(args.dst, meta))
-    return meta
+    return converter_main(__doc__, 'jax', 'jax checkpoint (.npz)', argv)
 
 
 if __name__ == '__main__':
