@@ -15,7 +15,6 @@ No network, no GPU: about 6 minutes on 2 idle CPU cores (see docs/classification
 """
 import argparse
 import glob
-import importlib.util
 import os
 import os.path as osp
 import shlex
@@ -31,15 +30,6 @@ CONFIG = 'configs/demo/vit-s14-imgfocus_{}_animal-mnist-56px.py'
 METHODS = ('linear', 'vpt-deep', 'davpt', 'davpt-plus')
 TITLES = {'linear': 'Linear probe', 'vpt-deep': 'VPT-Deep', 'davpt': 'DA-VPT',
           'davpt-plus': 'DA-VPT+'}
-
-
-def load_results_table():
-    """``tools/analysis/results_table.py`` as a module (tools/ is not a package)."""
-    path = osp.join(ROOT, 'tools', 'analysis', 'results_table.py')
-    spec = importlib.util.spec_from_file_location('results_table', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run(cmd: List[str]) -> float:
@@ -99,7 +89,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         checkpoint = osp.join(work_dir, osp.basename(best_checkpoint(osp.join(ROOT, work_dir))))
         walls[method] += run([py, 'tools/test.py', config, checkpoint, '--work-dir', work_dir])
 
-    table = load_results_table()
+    from mmdavpt.utils.cli import load_script
+    table = load_script(osp.join(ROOT, 'tools', 'analysis', 'results_table.py'))
     os.chdir(ROOT)
     header = ['Method', 'Test top-1 (%)', 'Best val top-1 (%) [epoch]', 'Tunable params',
               's/step', 'Train+test (s)']

@@ -82,18 +82,12 @@ def latest_metrics(work_dir: str) -> Dict[str, float]:
 
 def tunable_params(config: str) -> int:
     """Trainable parameters of the config's model (built on the meta device, no weights read)."""
-    import torch
     from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-    from mmseg.registry import MODELS
 
-    import mmdavpt  # noqa: F401
-    init_default_scope('mmseg')
+    from mmdavpt.utils.cli import load_script
+    table = load_script(osp.join(ROOT, 'tools', 'analysis', 'results_table.py'))
     cfg = Config.fromfile(config)
-    cfg.model.backbone.init_cfg = None
-    with torch.device('meta'):
-        model = MODELS.build(cfg.model)
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return table.count_tunable(table.build_model_on_meta(cfg.model, cfg.default_scope))
 
 
 def run_method(name: str, args: argparse.Namespace, threads: Optional[int]) -> dict:

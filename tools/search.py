@@ -15,7 +15,6 @@ The best trial's config is written to ``{work_dir}/{study}_best.py`` and its pat
 See docs/tools.md.
 """
 import argparse
-import importlib.util
 import os.path as osp
 import sys
 from argparse import Namespace
@@ -26,16 +25,7 @@ from mmengine.utils import mkdir_or_exist
 
 import mmdavpt  # noqa: F401  registers mmdavpt's modules and the torch.load allowlist
 from mmdavpt.search import ALIASES, parse_space, run_search, write_best_config
-from mmdavpt.utils.cli import build_runner
-
-
-def _load_train_tool():
-    """``tools/train.py`` as a module: the trials use its config handling and runner builder."""
-    spec = importlib.util.spec_from_file_location(
-        'mmdavpt_tools_train', osp.join(osp.dirname(osp.abspath(__file__)), 'train.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from mmdavpt.utils.cli import build_runner, load_script
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -92,7 +82,8 @@ def main(argv: Optional[List[str]] = None) -> Optional[str]:
     if args.storage and args.storage.startswith('sqlite:///'):
         mkdir_or_exist(osp.dirname(osp.abspath(args.storage[len('sqlite:///'):])))
 
-    train_tool = _load_train_tool()
+    # the trials use tools/train.py's config handling
+    train_tool = load_script(osp.join(osp.dirname(osp.abspath(__file__)), 'train.py'))
 
     def prepare(trial_cfg: Config) -> Config:
         # the same handling as `tools/train.py CONFIG --work-dir DIR [--amp]`

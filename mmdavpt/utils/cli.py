@@ -2,7 +2,9 @@
 command line into a config and a runner (MMPretrain's and MMSeg's tools, merged)."""
 import argparse
 import importlib
+import importlib.util
 import os.path as osp
+from types import ModuleType
 from typing import Sequence
 
 from mmengine.config import Config
@@ -45,3 +47,13 @@ def build_runner(cfg: Config) -> Runner:
     if 'runner_type' not in cfg:
         return Runner.from_cfg(cfg)
     return importlib.import_module(f'{cfg.default_scope}.registry').RUNNERS.build(cfg)
+
+
+def load_script(path: str) -> ModuleType:
+    """A script of ``tools/`` as a module (``tools/`` is not a package), e.g. for one tool to use
+    another's functions."""
+    name = 'mmdavpt_tools_' + osp.splitext(osp.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

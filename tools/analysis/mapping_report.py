@@ -131,29 +131,21 @@ def merge_records(logs: Sequence[MappingRecord],
     return [merged[k] for k in sorted(merged)]
 
 
-def find_config(work_dir: str) -> Optional[str]:
-    """The config the runner dumped into ``work_dir`` (the newest ``*.py`` there)."""
-    configs = glob.glob(osp.join(work_dir, '*.py'))
-    return max(configs, key=osp.getmtime) if configs else None
-
-
-def classes_from_config(config: str) -> Optional[List[str]]:
+def classes_from_config(cfg) -> Optional[List[str]]:
     """Class names of the config's training dataset (built without reading its samples)."""
-    from mmengine.config import Config
     from mmengine.registry import DATASETS, init_default_scope
     from mmengine.utils import import_modules_from_strings
 
     import mmdavpt  # noqa: F401
     try:
-        cfg = Config.fromfile(config)
         if cfg.get('custom_imports'):
             import_modules_from_strings(**cfg.custom_imports)
         init_default_scope(cfg.get('default_scope', 'mmpretrain'))
         dataset_cfg = dict(cfg.train_dataloader.dataset, lazy_init=True)
         return list(DATASETS.build(dataset_cfg).metainfo['classes'])
     except Exception as e:  # data moved or not mounted: fall back to indices
-        warnings.warn(f'no class names from {config} ({type(e).__name__}: {e}); using indices',
-                      stacklevel=2)
+        warnings.warn(f'no class names from {cfg.filename} ({type(e).__name__}: {e}); '
+                      'using indices', stacklevel=2)
         return None
 
 
@@ -293,13 +285,18 @@ def main(argv: Optional[List[str]] = None) -> str:
         sys.exit(f'no DA-VPT mapping in {args.work_dir}: no "DA-VPT remap" line in '
                  f'{args.work_dir}/*/*.log and no checkpoint with {MAPPING_KEY}')
     num_classes = len(records[-1].class_to_prompt)
-    config = args.config or find_config(args.work_dir)
+    config = args.config
+    if config is None:  # the one the run dumped into its work dir
+        from mmdavpt.utils.cli import load_script
+        config = load_script(osp.join(osp.dirname(osp.abspath(__file__)),
+                                      'results_table.py')).find_config(args.work_dir)
     num_prompts = max(max(r.class_to_prompt) for r in records) + 1
     if config is not None:
-        if args.config or names is None:
-            names = classes_from_config(config) or names
         from mmengine.config import Config
-        cfg_prompts = Config.fromfile(config).model.get('backbone', {}).get('num_guided_prompts')
+        cfg = Config.fromfile(config)
+        if args.config or names is None:
+            names = classes_from_config(cfg) or names
+        cfg_prompts = cfg.model.get('backbone', {}).get('num_guided_prompts')
         num_prompts = max(num_prompts, cfg_prompts or 0)
     if names is None or len(names) != num_classes:
         names = [str(c) for c in range(num_classes)]

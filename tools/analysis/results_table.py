@@ -157,17 +157,13 @@ def strip_init_cfg(cfg):
 
 
 def build_model_on_meta(model_cfg: dict, scope: str = 'mmpretrain'):
-    """Build a model config on the ``meta`` device (no memory, no weights, no init)."""
-    import importlib
-
+    """Build a model config in ``scope`` ('mmpretrain' or 'mmseg') on the ``meta`` device (no
+    memory, no weights, no init)."""
     import torch
-    from mmengine.registry import DefaultScope
 
-    import mmdavpt  # noqa: F401  registration
-    import mmdavpt.datasets  # noqa: F401
-    registry = importlib.import_module(f'{scope}.registry').MODELS
-    with DefaultScope.overwrite_default_scope(scope), torch.device('meta'):
-        return registry.build(strip_init_cfg(model_cfg))
+    from mmdavpt.registry import build_model
+    with torch.device('meta'):
+        return build_model(strip_init_cfg(model_cfg), scope)
 
 
 def count_tunable(model) -> int:
@@ -183,7 +179,7 @@ def config_task(cfg) -> str:
     return dataset.get('task') or dataset.get('dataset_name') or str(dataset.get('type'))
 
 
-def row_name(config_path: str, task: str) -> str:
+def row_name(config_path: str) -> str:
     """``vit-b16-in21k_davpt_vtab-cifar.py`` -> ``vit-b16-in21k_davpt``."""
     stem = osp.splitext(osp.basename(config_path))[0]
     parts = stem.split('_')
@@ -211,7 +207,7 @@ def read_work_dir(work_dir: str, count_params: bool = True) -> Result:
             _param_cache[key] = count_tunable(
                 build_model_on_meta(cfg.model, cfg.get('default_scope', 'mmpretrain')))
         params = _param_cache[key]
-    return Result(work_dir, row_name(config_path, task), task, test_top1, checkpoint, val_top1,
+    return Result(work_dir, row_name(config_path), task, test_top1, checkpoint, val_top1,
                   val_epoch, params, seconds_per_step(rows))
 
 

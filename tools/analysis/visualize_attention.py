@@ -45,10 +45,9 @@ LABEL_TRANSFORMS = ('CheckSegLabels', )
 
 # ---- attention maps --------------------------------------------------------------------------
 def num_prefix_tokens(backbone: nn.Module, layer: int) -> int:
-    """CLS + prompts in front of the patch tokens in the input of ``layer``."""
-    if backbone.prompt_mode == 'shallow':
-        return 1 + backbone.num_prompts
-    return 1 + backbone.prompt_counts[layer]
+    """CLS + prompts in front of the patch tokens in the input of ``layer`` (VPT-Shallow carries
+    the prompts of the first layer through all layers)."""
+    return 1 + backbone.prompt_counts[layer if backbone.prompt_mode == 'deep' else 0]
 
 
 def attention_rows(backbone: nn.Module, layer: int, tokens: Tensor, num_queries: int) -> Tensor:
@@ -82,12 +81,8 @@ class AttentionRecorder:
     """
 
     def __init__(self, backbone: nn.Module, layers: Sequence[int]) -> None:
-        n = backbone.num_layers
         self.backbone = backbone
-        self.layers = sorted({i + n if i < 0 else i for i in layers})
-        bad = [i for i in self.layers if not 0 <= i < n]
-        if bad:
-            raise ValueError(f'layers {bad} out of range for a ViT with {n} layers')
+        self.layers = backbone._check_layer_indices(layers, 'layers')  # sorted, non-negative
         self.maps: Dict[int, Tensor] = {}
         self.patch_hw: Tuple[int, int] = (0, 0)
 
@@ -234,14 +229,13 @@ def _setup_scope(cfg) -> None:
 
 
 def load_model(cfg, checkpoint: str, device: str, name: Optional[str] = None) -> LoadedModel:
-    """Build the config's model and load the checkpoint (full or tuned-only)."""
-    from mmengine.registry import MODELS
+    """Build the config's model (in its default scope) and load the checkpoint (full or
+    tuned-only)."""
     from mmengine.runner import load_checkpoint
 
-    import mmdavpt  # noqa: F401
     from mmdavpt.models import DAVPTViT
-    _setup_scope(cfg)
-    model = MODELS.build(cfg.model)
+    from mmdavpt.registry import build_model
+    model = build_model(cfg.model, cfg.get('default_scope', 'mmpretrain'))
     if not isinstance(getattr(model, 'backbone', None), DAVPTViT):
         raise TypeError(f'{checkpoint}: the model needs a DAVPTViT backbone, got '
                         f'{type(getattr(model, "backbone", None)).__name__}')
@@ -523,19 +517,20 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[int, dict]]:
 
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
+    _setup_scope(cfg)  # the pipeline and the dataloader are built in the config's scope
     names = args.names or [None, None]
     models = [load_model(cfg, args.checkpoint, args.device, names[0])]
     if args.checkpoint2:
         cfg2 = second_config(cfg, args.checkpoint2, args.config2)
         models.append(load_model(cfg2, args.checkpoint2, args.device,
                                  names[1] if len(names) > 1 else None))
-        _setup_scope(cfg)
     if len(models) == 2 and models[0].name == models[1].name:
         models[1].name += ' (2)'
     n = models[0].model.backbone.num_layers
-    layers = sorted({i + n if i < 0 else i for i in (args.layers or [n // 4, n - 1])})
+    layers = args.layers or [n // 4, n - 1]
     for m in models:
         m.recorder = AttentionRecorder(m.model.backbone, layers)
+        layers = m.recorder.layers  # normalised against the first model's depth
     classes = next((m.classes for m in models if m.classes), None) or dataset_classes(cfg)
     os.makedirs(args.out, exist_ok=True)
 
