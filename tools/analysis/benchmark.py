@@ -33,12 +33,18 @@ What is measured (``results[method]`` in the JSON):
 :class:`DAVPTViT` with ``--num-prompts`` prompts per layer and without prompts
 (``eval_ratio_vs_upstream``); ``ratios_vs_vpt_deep`` divides by VPT-Deep; ``remap`` times one
 :meth:`SemanticMapping.remap` (first clustering, then warm-started); ``checks`` compares the
-ratios with the targets of the performance issue. ``--amp`` trains under bf16 autocast on CPU
-and fp16 autocast with a gradient scaler on CUDA; every step's loss is checked to be finite.
+ratios with the targets of the performance issue.
+
+A training step is ``model.train_step`` as ``tools/train.py`` runs it, less the data
+preprocessor: the loss under the optimizer wrapper's ``optim_context``, ``parse_losses``, then
+``update_params`` (backward, AdamW step, zero_grad). ``--amp`` picks the wrapper as
+``tools/train.py --amp`` does: mmengine's ``AmpOptimWrapper`` (fp16 autocast, dynamic loss
+scaling) on CUDA, :class:`CPUAmpOptimWrapper` (bf16 autocast) on CPU; eval forwards then run
+under the same autocast. Every step's total loss is recorded (``nonfinite_steps``), but
+:class:`DAVPTImageClassifier` raises ``FloatingPointError`` on a non-finite loss (stopping the
+benchmark), so only ``full`` (MMPretrain's ``ImageClassifier``) can count one.
 """
 import argparse
-import ctypes
-import gc
 import json
 import multiprocessing as mp
 import os
@@ -46,19 +52,21 @@ import os.path as osp
 import platform
 import resource
 import statistics
-import sys
 import time
-from contextlib import nullcontext
 from datetime import UTC, datetime
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
+from mmengine.optim import AmpOptimWrapper, OptimWrapper
+from mmengine.runner.amp import autocast
 from mmpretrain.structures import DataSample
 from torch import Tensor, nn
 
 import mmdavpt  # noqa: F401  (registers the models)
 from mmdavpt.models import DAVPTViT, SemanticMapping
 from mmdavpt.registry import build_model
+from mmdavpt.utils import CPUAmpOptimWrapper
+from mmdavpt.utils.memory import MALLOC_ENV, release_free_heap, reset_peak_rss, rss_kib
 
 METHODS = ('linear', 'vpt_deep', 'davpt', 'davpt_plus', 'full')
 LABELS = dict(linear='Linear', vpt_deep='VPT-Deep', davpt='DA-VPT', davpt_plus='DA-VPT+',
@@ -77,7 +85,6 @@ TARGETS = {
     'remap seconds (max over M, first and warm)': 0.5,
 }
 VIT_KEYS = ('embed_dims', 'num_layers', 'num_heads', 'feedforward_channels')
-MMAP_THRESHOLD_ENV = 'MALLOC_MMAP_THRESHOLD_'
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,7 +143,7 @@ def classifier_cfg(method: str, args: argparse.Namespace) -> dict:
 
 
 class Trainer:
-    """One method's model and its AdamW optimizer; :meth:`step` is one training step.
+    """One method's model and its AdamW optimizer wrapper; :meth:`step` is one training step.
 
     Args:
         method: a name of ``METHODS``.
@@ -151,37 +158,34 @@ class Trainer:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.lr = 5e-5 if method == 'full' else 1e-3
         self.weight_decay = 0.05 if method == 'full' else 1e-4
-        self.optimizer = self.new_optimizer()
         self.amp = args.amp
-        cuda = self.device.type == 'cuda'
-        self.autocast_dtype = torch.float16 if cuda else torch.bfloat16
-        self.scaler = torch.amp.GradScaler('cuda') if args.amp and cuda else None
+        self.optim_wrapper = self.new_optim_wrapper()
 
-    def new_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.params, lr=self.lr, weight_decay=self.weight_decay)
+    def new_optim_wrapper(self) -> OptimWrapper:
+        """AdamW in the wrapper ``tools/train.py`` uses (``--amp``: its ``enable_amp`` choice,
+        made here by ``--device``)."""
+        optimizer = torch.optim.AdamW(self.params, lr=self.lr, weight_decay=self.weight_decay)
+        if not self.amp:
+            return OptimWrapper(optimizer)
+        if self.device.type == 'cuda':
+            return AmpOptimWrapper(loss_scale='dynamic', optimizer=optimizer)
+        return CPUAmpOptimWrapper(optimizer=optimizer)
 
     @property
     def tunable_params(self) -> int:
         return sum(p.numel() for p in self.params)
 
     def autocast(self):
-        if not self.amp:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+        """The autocast of the training wrapper (fp16 on CUDA, bf16 on CPU) for eval forwards;
+        disabled without ``--amp``."""
+        return autocast(device_type=self.device.type, enabled=self.amp)
 
     def step(self, inputs: Tensor, data_samples: List[DataSample]) -> Tensor:
         """One training step; returns the total loss (a tensor, not synchronised)."""
-        self.optimizer.zero_grad(set_to_none=True)
-        with self.autocast():
+        with self.optim_wrapper.optim_context(self.model):
             losses = self.model(inputs, data_samples, mode='loss')
         loss, _ = self.model.parse_losses(losses)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            loss.backward()
-            self.optimizer.step()
+        self.optim_wrapper.update_params(loss)
         return loss.detach()
 
     @torch.no_grad()
@@ -281,32 +285,6 @@ def profile_steps(trainers: Dict[str, Trainer], batch: Tuple[Tensor, List[DataSa
 
 # ---------------------------------------------------------------------------------------------
 # memory
-def _proc_status_kb(key: str) -> int:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(key + ':'):
-                return int(line.split()[1])
-    raise KeyError(key)
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the peak resident memory (VmHWM) of this process; False where Linux refuses."""
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
-        return True
-    except OSError:
-        return False
-
-
-def _release_free_heap() -> None:
-    gc.collect()
-    try:
-        ctypes.CDLL('libc.so.6').malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 def memory_child(method: str, args: argparse.Namespace) -> dict:
     """Peak memory of ``--mem-steps`` training steps of one method (runs in a child process)."""
     if args.threads:
@@ -325,21 +303,21 @@ def memory_child(method: str, args: argparse.Namespace) -> dict:
         return dict(peak_mem_mb=(peak - base) / 2**20, peak_mem_total_mb=peak / 2**20,
                     basis='cuda max_memory_allocated - allocated after build')
     # CPU: a first step touches code pages and one-time caches; then forget what it allocated.
-    resettable = _reset_peak_rss()
+    # (update_params ends with zero_grad(set_to_none=True): no gradients are left.)
+    resettable = reset_peak_rss()
     if resettable:
         trainer.step(*batch)
-        trainer.optimizer.zero_grad(set_to_none=True)
-        trainer.optimizer = trainer.new_optimizer()
-        _release_free_heap()
-        _reset_peak_rss()
+        trainer.optim_wrapper = trainer.new_optim_wrapper()
+        release_free_heap()
+        reset_peak_rss()
         basis = 'cpu VmHWM - VmRSS after build and one discarded step'
     else:
-        _release_free_heap()
+        release_free_heap()
         basis = 'cpu ru_maxrss - VmRSS after build'
-    base_kb = _proc_status_kb('VmRSS')
+    base_kb = rss_kib()['VmRSS']
     for _ in range(args.mem_steps):
         trainer.step(*batch)
-    peak_kb = _proc_status_kb('VmHWM') if resettable else \
+    peak_kb = rss_kib()['VmHWM'] if resettable else \
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return dict(peak_mem_mb=(peak_kb - base_kb) / 1024, peak_mem_total_mb=peak_kb / 1024,
                 basis=basis)
@@ -353,20 +331,17 @@ def measure_memory(methods: Sequence[str], args: argparse.Namespace) -> Dict[str
     """
     ctx = mp.get_context('forkserver')
     ctx.set_forkserver_preload(['torch', 'mmdavpt', 'mmpretrain.models'])
-    # A fixed mmap threshold makes glibc map every block over 64 KiB on its own and unmap it when
-    # freed, so that the resident memory follows the live tensors as CUDA's allocated memory
-    # does; with glibc's default (a threshold that grows up to 32 MiB) freed tensors stay in the
-    # heap and the peak moves by +-3 % from run to run. Only the server (and so the children)
-    # start with it.
-    saved = os.environ.get(MMAP_THRESHOLD_ENV)
-    os.environ[MMAP_THRESHOLD_ENV] = str(64 * 1024)
+    # Only the server (and so the children) start with MALLOC_ENV (see mmdavpt.utils.memory).
+    saved = {k: os.environ.get(k) for k in MALLOC_ENV}
+    os.environ.update(MALLOC_ENV)
     try:
         pool = ctx.Pool(1, maxtasksperchild=1)
     finally:
-        if saved is None:
-            del os.environ[MMAP_THRESHOLD_ENV]
-        else:
-            os.environ[MMAP_THRESHOLD_ENV] = saved
+        for k, v in saved.items():
+            if v is None:
+                del os.environ[k]
+            else:
+                os.environ[k] = v
     out = {}
     with pool:
         for method in methods:
@@ -537,7 +512,7 @@ def run(args: argparse.Namespace) -> dict:
                   load_before=os.getloadavg())
 
     speed = measure_speed(methods, args)
-    _release_free_heap()
+    release_free_heap()
     if device.type == 'cuda':
         torch.cuda.empty_cache()
     eval_s, eval_cpu_s, losses = speed['eval_s'], speed['eval_cpu_s'], speed['losses']
@@ -605,7 +580,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--num-classes', type=int, default=100)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--amp', action='store_true',
-                        help='autocast: bf16 on CPU, fp16 with a gradient scaler on CUDA')
+                        help='mixed precision as tools/train.py --amp: bf16 autocast on CPU, '
+                        'fp16 autocast with dynamic loss scaling on CUDA')
     parser.add_argument('--threads', type=int, default=0,
                         help='torch intra-op threads (0: leave the default)')
     parser.add_argument('--remap-classes', type=int, default=200)
@@ -638,4 +614,4 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
 
 if __name__ == '__main__':
-    sys.exit(0 if main() else 1)
+    main()

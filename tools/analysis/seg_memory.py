@@ -28,7 +28,9 @@ import subprocess
 import sys
 import weakref
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Optional
+from typing import Iterator, List, Optional
+
+from mmdavpt.utils.memory import MALLOC_ENV, reset_peak_rss, rss_kib
 
 DEFAULT_CONFIG = 'configs/segmentation/setr_pup_davpt_vit-l_8xb2-160k_ade20k-512x512.py'
 MIB = 2**20
@@ -175,12 +177,6 @@ def _seg_batch(batch: int, size: int, num_classes: int):
     return dict(inputs=inputs, data_samples=samples)
 
 
-def _rss_kib() -> Dict[str, int]:
-    with open('/proc/self/status') as f:
-        status = dict(line.split(':', 1) for line in f)
-    return {k: int(status[k].split()[0]) for k in ('VmRSS', 'VmHWM')}
-
-
 def measure_training_memory(config: str, size: int, batch: int, with_cp: bool) -> dict:
     """One CPU training step: ``rss_peak`` (the step's RSS high-water mark over the RSS before it)
     and ``tracked_peak`` (peak of the live tensor storages created in the step), in bytes.
@@ -194,11 +190,11 @@ def measure_training_memory(config: str, size: int, batch: int, with_cp: bool) -
     data = _seg_batch(batch, size, model.decode_head.num_classes)
     model.train_step(data, optim_wrapper)  # warm-up: optimizer state, first-call caches
     optim_wrapper.zero_grad(set_to_none=True)
-    with open('/proc/self/clear_refs', 'w') as f:
-        f.write('5')  # reset VmHWM to the current RSS
-    before = _rss_kib()['VmRSS']
+    if not reset_peak_rss():
+        raise OSError('cannot reset VmHWM through /proc/self/clear_refs')
+    before = rss_kib()['VmRSS']
     model.train_step(data, optim_wrapper)
-    rss_peak = (_rss_kib()['VmHWM'] - before) * 1024
+    rss_peak = (rss_kib()['VmHWM'] - before) * 1024
     optim_wrapper.zero_grad(set_to_none=True)
     tensors = [*model.parameters(), *model.buffers()]
     tensors += [*(s for st in optim_wrapper.optimizer.state.values() for s in st.values()
@@ -248,7 +244,7 @@ def _count_training_memory(config: str, size: int, batch: int, with_cp: Optional
 
 # ---------------------------------------------------------------------------------------------
 def spawn(kind: str, **kwargs) -> dict:
-    env = dict(os.environ, PYTHONWARNINGS='ignore', MALLOC_MMAP_THRESHOLD_='65536',
+    env = dict(os.environ, **MALLOC_ENV, PYTHONWARNINGS='ignore',
                OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '1'))
     proc = subprocess.run([sys.executable, osp.abspath(__file__), '--child',
                            json.dumps(dict(kind=kind, **kwargs))],
