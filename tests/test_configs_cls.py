@@ -6,7 +6,6 @@ Each base config is parsed once while this module runs (see ``_memoised_file2dic
 an ``mmpretrain::`` base alone reads all of MMPretrain's metafiles (about 0.5 s).
 """
 import copy
-import importlib.util
 from pathlib import Path
 from typing import Dict
 
@@ -17,19 +16,18 @@ from mmengine.registry import DefaultScope
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
+from mmdavpt.utils.cli import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / 'configs'
 
 
-def _load_tool(name: str, rel: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / rel)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _load_tool(rel: str):
+    return load_script(str(ROOT / rel))
 
 
-generator = _load_tool('generate_cls_configs', 'tools/generate_cls_configs.py')
-results_table = _load_tool('results_table', 'tools/analysis/results_table.py')
+generator = _load_tool('tools/generate_cls_configs.py')
+results_table = _load_tool('tools/analysis/results_table.py')
 
 
 def _is_mine(path: Path) -> bool:

@@ -3,7 +3,6 @@ compute), they match upstream SETR-PUP where they should, the paper's Table 2 pa
 multi-scale testing, and the 24 GB memory budget of ViT-L at 512 x 512, batch 2."""
 import copy
 import glob
-import importlib.util
 import os.path as osp
 from argparse import Namespace
 from functools import cache
@@ -17,6 +16,7 @@ from mmseg.registry import DATASETS, MODELS, TRANSFORMS
 
 import mmdavpt  # noqa: F401
 import mmdavpt.datasets  # noqa: F401
+from mmdavpt.utils.cli import load_script
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SEG_DIR = osp.join(ROOT, 'configs', 'segmentation')
@@ -33,11 +33,8 @@ PAPER_PARAMS = {'linear': 13.1, 'bias': 13.2, 'vpt': 13.6, 'davpt': 13.6, 'davpt
                 'full': 317.3}
 
 
-def _load_tool(relpath: str, name: str):
-    spec = importlib.util.spec_from_file_location(name, osp.join(ROOT, relpath))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _load_tool(relpath: str):
+    return load_script(osp.join(ROOT, relpath))
 
 
 @cache
@@ -157,7 +154,7 @@ def test_setr_heads_and_schedule_are_upstreams():
 
 @pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
 def test_single_and_multi_scale_testing(path):
-    test_tool = _load_tool(osp.join('tools', 'test.py'), 'mmdavpt_test_cli')
+    test_tool = _load_tool(osp.join('tools', 'test.py'))
     args = Namespace(cfg_options=None, launcher='none', work_dir='/tmp/x', checkpoint='ckpt.pth',
                      tta=False, out=None)
     plain = test_tool.merge_args(copy.deepcopy(load(path)), args)
@@ -189,7 +186,7 @@ def test_meta_forward_shapes():
 
 
 def test_vit_l_512_batch_2_fits_24_gb_and_checkpointing_saves_memory():
-    seg_memory = _load_tool(osp.join('tools', 'analysis', 'seg_memory.py'), 'seg_memory')
+    seg_memory = _load_tool(osp.join('tools', 'analysis', 'seg_memory.py'))
     sdpa = torch.nn.functional.scaled_dot_product_attention
     config = setr('davpt', DATASET_SUFFIXES[0])
     plain = seg_memory.count_training_memory(config, 512, 2, with_cp=False)

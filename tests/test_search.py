@@ -1,4 +1,3 @@
-import importlib.util
 import logging
 import os
 import os.path as osp
@@ -11,6 +10,7 @@ from mmengine.config import Config
 from PIL import Image
 
 from mmdavpt.search import Objective, build_pruner, default_metric, parse_param, parse_space
+from mmdavpt.utils.cli import load_script
 
 from _tiny import tiny_classifier_cfg
 
@@ -29,11 +29,7 @@ def one_thread():
 
 def load_tool(relpath: str):
     """A script under tools/ as a module."""
-    name = 'tool_' + osp.splitext(relpath)[0].replace('/', '_')
-    spec = importlib.util.spec_from_file_location(name, osp.join(REPO, relpath))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(osp.join(REPO, relpath))
 
 
 def write_tiny_vtab(root: str, per_class=None) -> str:
