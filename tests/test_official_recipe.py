@@ -1,6 +1,8 @@
 """The official recipe's options: positive-term normalisation, optimiser groups and gradient
 clipping from config only, and the inert key bias of DA-VPT+."""
 import math
+import os
+import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -9,13 +11,14 @@ import torch
 import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
+from mmengine.runner import Runner
 from mmpretrain.structures import DataSample
 
 from mmdavpt.models.losses import ClsPromptLoss, PatchPromptLoss, prompt_anchor_loss
 from mmdavpt.registry import build_model
 from mmdavpt.utils.cli import load_script
 
-from _tiny import tiny_classifier_cfg
+from _tiny import TinyClsDataset, tiny_classifier_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL_METHOD = ROOT / 'configs/classification/_base_/methods/davpt-plus_official.py'
@@ -160,3 +163,37 @@ def test_inert_key_bias_share_of_the_demo_davpt_plus_parameters():
     tunable = {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
     inert = sum(v for n, v in tunable.items() if n.endswith('k_bias_delta'))
     assert inert == 12 * 384 and sum(tunable.values()) == 36490
+
+
+class TinyLabelled(TinyClsDataset):
+    def get_cat_ids(self, idx):
+        return [self.get_data_info(idx)['label']]
+
+
+def test_official_recipe_trains_with_the_runner(tmp_path):
+    """Two epochs of two steps: sampler (and its set_epoch), clipping, groups, losses, mapping."""
+    method = Config.fromfile(str(OFFICIAL_METHOD), import_custom_modules=False)
+    model = tiny_classifier_cfg(num_classes=5, bias_tuning=method.model.backbone.bias_tuning,
+                                train_cls_token=True)
+    model['guidance'].update(loss_xp=method.model.guidance.loss_xp.to_dict(),
+                             loss_pcls=method.model.guidance.loss_pcls.to_dict())
+    runner = Runner(
+        model=model, work_dir=str(tmp_path),
+        experiment_name=f'{os.path.basename(tmp_path)}-{uuid.uuid4().hex}',
+        train_dataloader=dict(
+            dataset=TinyLabelled(5, per_class=2), batch_size=4, num_workers=0,
+            sampler=dict(type='ClassBalancedSampler', batch_size=4, samples_per_class=2),
+            collate_fn=dict(type='pseudo_collate')),
+        train_cfg=dict(by_epoch=True, max_epochs=2),
+        optim_wrapper=method.optim_wrapper.to_dict(),
+        custom_hooks=[dict(type='SemanticMappingHook')],
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=-1)),
+        default_scope='mmpretrain', randomness=dict(seed=0))
+    before = runner.model.head.fc.weight.detach().clone()
+    runner.train()
+    sampler = runner.train_dataloader.sampler
+    assert len(runner.train_dataloader) == 2 and runner.iter == 4
+    assert sampler.seed == 0 and sampler.epoch == 1  # set_epoch reached the sampler
+    assert runner.optim_wrapper.clip_grad_kwargs == dict(clip_value=10.)
+    assert not torch.equal(before, runner.model.head.fc.weight)
+    assert runner.model.guidance.mapping.initialized
