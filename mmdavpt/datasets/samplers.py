@@ -41,7 +41,8 @@ class ClassBalancedSampler(Sampler):
     """P x K sampler: each run of ``batch_size`` indices is P classes x K images of each.
 
     Use it as the train ``sampler`` with the same ``batch_size`` as the dataloader (the index
-    stream is batch-aligned; the dataloader cuts it into batches)::
+    stream is batch-aligned; the dataloader cuts it into batches; a different dataloader batch
+    size would cut across the P x K groups)::
 
         train_dataloader = dict(
             batch_size=32,
@@ -62,6 +63,11 @@ class ClassBalancedSampler(Sampler):
     sequence of batches and takes every ``world_size``-th batch, starting at its rank: the ranks
     get distinct batches, the same number of them, and together they see what one process
     would see with ``world_size`` times as many batches.
+
+    Why a ``sampler`` and not a ``batch_sampler``: with a batch sampler MMEngine builds the
+    ``DataLoader`` with ``batch_size=None``, and code that reads the train loader's
+    ``batch_size`` (mmdavpt's ``SemanticMappingHook`` builds its initial-pass loader from it)
+    would break.
 
     Why not a library sampler: pytorch-metric-learning's ``MPerClassSampler`` and Catalyst's
     ``BatchBalanceClassSampler`` draw from a global random state and know neither the rank nor
