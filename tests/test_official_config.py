@@ -208,6 +208,13 @@ def test_refusals_name_the_key():
     assert cfg['model']['head'] == dict(num_classes=101) and len(cfg['_base_']) == 1
 
 
+def test_prompt_dropout_is_translated_and_its_raw_side_difference_reported():
+    cfg, report = translate_official_config((DATA / 'vitb_cub200.yaml').read_text()
+                                            + '\nprompt_drop_rate:0.1')
+    assert cfg['model']['backbone']['prompt_dropout'] == 0.1
+    assert any(n.startswith('prompt_drop_rate = 0.1') for n in report.not_reproduced)
+
+
 def test_scale_zero_switches_the_losses_off():
     cfg, report = translate_official_config((DATA / 'vitb_cub200.yaml').read_text()
                                             + '\nloss_vpt_scale_ratio:0')

@@ -487,6 +487,11 @@ def _not_reproduced(args: Dict[str, object], pretraining: str,
         notes.append(f"vpt_norm = {args['vpt_norm']!r}: the official model normalises every "
                      'prompt before inserting it (unit vectors for l2); mmdavpt inserts the '
                      'prompts as they are')
+    if args['prompt_drop_rate'] > 0 and 'vpt' in (args['vpt_type_for_patch_ml'],
+                                                   args['vpt_type_for_cls_ml']):
+        notes.append(f"prompt_drop_rate = {args['prompt_drop_rate']}: the official raw prompt "
+                     "side reads the prompts before dropout; mmdavpt's prompt_side='raw' reads "
+                     'them as inserted, after dropout')
     if args['init_divide_by8']:
         notes.append('init_divide_by8 = true: official prompts start as xavier-uniform / 8 '
                      '(bound ~0.002 for ViT-B); mmdavpt uses the VPT bound (~0.06)')
