@@ -83,9 +83,11 @@ def test_generator_tables_match_datasets():
 
 
 def test_config_inventory():
-    # 3 pre-trainings x 7 methods x 24 tasks, and the four demo methods.
+    # 3 pre-trainings x 7 methods x 24 tasks, and the four demo methods (+ the official recipe).
     assert len(CLS_FILES) == 3 * 7 * 24
-    assert len(DEMO_FILES) == 4
+    assert {p.name for p in DEMO_FILES} == {
+        f'vit-s14-imgfocus_{m}_animal-mnist-56px.py'
+        for m in ('linear', 'vpt-deep', 'davpt', 'davpt-plus', 'davpt-plus-official')}
 
 
 def _dataset(loader: dict) -> dict:
@@ -186,6 +188,11 @@ def _expected_tunable(method: str, model) -> None:
         assert prompts and 'cls_token' in others
         assert {n.rsplit('.', 1)[-1] for n in others} == {'cls_token', 'k_bias_delta',
                                                           'v_bias_delta'}
+    elif method == 'davpt-plus-official':  # k, v, proj, fc2, LayerNorm biases + CLS token
+        assert prompts and 'cls_token' in others
+        assert {n.split('.', 2)[-1] for n in others if n.startswith('layers.')} == {
+            'attn.k_bias_delta', 'attn.v_bias_delta', 'attn.proj.bias', 'ffn.layers.1.bias',
+            'ln1.bias', 'ln2.bias'}
     if method == 'vpt-shallow':
         assert prompts == ['prompts.0']
 

@@ -36,14 +36,23 @@ class GuidanceTaps:
     block_input: Tensor
 
 
+#: How the positive term of :func:`prompt_anchor_loss` is averaged: ``'present'`` over the
+#: prompts with a positive sample in the batch (paper Eq. 4), ``'all'`` over all M prompts (the
+#: official code, ``models/criterion.py``: ``pos_s.mean()`` with the empty prompts set to 0).
+POSITIVE_NORMS = ('present', 'all')
+
+
 def prompt_anchor_loss(samples: Tensor, prompts: Tensor, positive: Tensor, margin: float = 0.1,
-                       temperature: float = 1 / 32, valid: Optional[Tensor] = None) -> Tensor:
+                       temperature: float = 1 / 32, valid: Optional[Tensor] = None,
+                       positive_norm: str = 'present') -> Tensor:
     """Proxy-anchor loss with prompts as proxies (paper Eq. 4).
 
     With ``s`` the cosine similarity of L2-normalised vectors::
 
         L = 1/|P+| sum_{p in P+} log(1 + sum_{x in X+_p} exp(-(s(p,x) - margin) / temperature))
           + 1/|P|  sum_{p in P}  log(1 + sum_{x in X-_p} exp( (s(p,x) + margin) / temperature))
+
+    (``positive_norm='all'`` divides the first sum by ``|P|`` instead of ``|P+|``.)
 
     Args:
         samples: N x D sample features, or B x N x D; a strided view (the patch slice of a
@@ -55,6 +64,9 @@ def prompt_anchor_loss(samples: Tensor, prompts: Tensor, positive: Tensor, margi
         temperature: tau of the paper (the official code's alpha is 1 / tau).
         valid: N (B x N) bool, the samples that take part; the others (ignored patches) are in
             neither X+ nor X-. ``None``: all of them.
+        positive_norm: ``'present'`` (paper): the positive term is averaged over the prompts
+            with at least one positive sample; ``'all'`` (official code): over all M prompts, so
+            a batch in which few prompts have positives weighs the positive term less.
 
     Returns:
         A scalar tensor, computed in float32 whatever the input dtype.
@@ -62,6 +74,8 @@ def prompt_anchor_loss(samples: Tensor, prompts: Tensor, positive: Tensor, margi
     if samples.ndim not in (2, 3) or prompts.ndim != 2 or samples.shape[-1] != prompts.shape[1]:
         raise ValueError(f'samples N x D (or B x N x D) and prompts M x D expected, got '
                          f'{tuple(samples.shape)} and {tuple(prompts.shape)}')
+    if positive_norm not in POSITIVE_NORMS:
+        raise ValueError(f'positive_norm must be one of {POSITIVE_NORMS}, got {positive_norm!r}')
     if positive.shape != (*samples.shape[:-1], prompts.shape[0]):
         raise ValueError(f'positive must be {tuple(samples.shape[:-1]) + (prompts.shape[0], )}, '
                          f'got {tuple(positive.shape)}')
@@ -84,8 +98,11 @@ def prompt_anchor_loss(samples: Tensor, prompts: Tensor, positive: Tensor, margi
         torch.cat([zero_row, pos_logits.masked_fill(~positive, float('-inf'))]), dim=0)
     neg_lse = torch.logsumexp(
         torch.cat([zero_row, neg_logits.masked_fill(not_negative, float('-inf'))]), dim=0)
-    has_pos = positive.any(dim=0)
-    pos_term = (pos_lse * has_pos).sum() / has_pos.sum().clamp(min=1)
+    # A prompt without positives has pos_lse = log(1 + 0) = 0 in both normalisations.
+    if positive_norm == 'all':
+        pos_term = pos_lse.mean()
+    else:
+        pos_term = pos_lse.sum() / positive.any(dim=0).sum().clamp(min=1)
     return pos_term + neg_lse.mean()
 
 
@@ -95,16 +112,20 @@ class _PromptMetricLoss(nn.Module):
     PROMPT_SIDES = ('query', 'raw')
 
     def __init__(self, loss_weight: float, margin: float = 0.1, temperature: float = 1 / 32,
-                 prompt_side: str = 'query') -> None:
+                 prompt_side: str = 'query', positive_norm: str = 'present') -> None:
         super().__init__()
         if prompt_side not in self.PROMPT_SIDES:
             raise ValueError(f'prompt_side must be one of {self.PROMPT_SIDES}, got {prompt_side!r}')
         if temperature <= 0:
             raise ValueError(f'temperature must be > 0, got {temperature}')
+        if positive_norm not in POSITIVE_NORMS:
+            raise ValueError(f'positive_norm must be one of {POSITIVE_NORMS}, got '
+                             f'{positive_norm!r}')
         self.loss_weight = loss_weight
         self.margin = margin
         self.temperature = temperature
         self.prompt_side = prompt_side
+        self.positive_norm = positive_norm
 
     def _prompts(self, taps: GuidanceTaps) -> Tensor:
         return taps.prompt_query if self.prompt_side == 'query' else taps.prompt_raw
@@ -112,7 +133,8 @@ class _PromptMetricLoss(nn.Module):
     def _loss(self, samples: Tensor, prompts: Tensor, positive: Tensor,
               valid: Optional[Tensor] = None) -> Tensor:
         return self.loss_weight * prompt_anchor_loss(samples, prompts, positive, self.margin,
-                                                     self.temperature, valid)
+                                                     self.temperature, valid,
+                                                     self.positive_norm)
 
 
 @register_model
@@ -125,8 +147,10 @@ class PatchPromptLoss(_PromptMetricLoss):
             with its patch label; ``'mhsa_mean'``: one sample per image, the mean MHSA output of its
             patches; ``'block_input_mean'``: the mean of the block's input patch tokens, what the
             official code does.
-        margin, temperature, prompt_side: see :func:`prompt_anchor_loss`; ``prompt_side='raw'``
-            uses the prompt parameters instead of their query projection (official code).
+        margin, temperature, positive_norm: see :func:`prompt_anchor_loss`
+            (``positive_norm='all'``: the official code's normalisation).
+        prompt_side: ``'query'`` (paper, default) or ``'raw'``: the prompt parameters instead
+            of their query projection (official code).
     """
 
     SAMPLE_SIDES = ('mhsa', 'mhsa_mean', 'block_input_mean')
@@ -164,7 +188,7 @@ class ClsPromptLoss(_PromptMetricLoss):
 
     Args:
         loss_weight: lambda of the paper.
-        margin, temperature, prompt_side: see :class:`PatchPromptLoss`.
+        margin, temperature, prompt_side, positive_norm: see :class:`PatchPromptLoss`.
     """
 
     def __init__(self, loss_weight: float = 0.1, **kwargs) -> None:
