@@ -90,8 +90,8 @@ class SemanticMappingHook(Hook):
             # masks with the ignore index); skipped when batch augmentations (mixup...) are set
             pad = getattr(model.data_preprocessor, 'batch_augments', None) is None
             data = model.data_preprocessor(data, pad)
-            with model.backbone.prompts_disabled():
-                feats, labels = model.mapping_features(data['inputs'], data['data_samples'])
+            feats, labels = model.mapping_features(data['inputs'], data['data_samples'],
+                                                   prompts=False)
             if cap is not None:  # keep the samples of classes still below the cap
                 same_class_before = F.one_hot(labels, mapping.num_classes).cumsum(0)[
                     torch.arange(len(labels)), labels] - 1
