@@ -14,14 +14,14 @@ from _tiny import TinyClsDataset, tiny_classifier_cfg
 from test_mapping import _class_features
 
 
-def _runner(work_dir, train_cfg, hook=None, **kwargs):
+def _runner(work_dir, train_cfg, hook=None, sampler=None, **kwargs):
     # a unique experiment name: Runners built within the same second would share one logger
     kwargs.setdefault('experiment_name', f'{os.path.basename(work_dir)}-{uuid.uuid4().hex}')
     return Runner(
         model=tiny_classifier_cfg(num_classes=5),
         work_dir=str(work_dir),
         train_dataloader=dict(dataset=TinyClsDataset(5, per_class=4),
-                              sampler=dict(type='DefaultSampler', shuffle=True),
+                              sampler=sampler or dict(type='DefaultSampler', shuffle=True),
                               batch_size=4, num_workers=0,
                               collate_fn=dict(type='pseudo_collate')),
         train_cfg=train_cfg,
@@ -71,6 +71,30 @@ def test_hook_iter_based_remaps_every_interval(tmp_path):
     assert ['after iteration 2' in lines[1], 'after iteration 4' in lines[2],
             'after iteration 6' in lines[3]] == [True] * 3
     assert len(lines) == 4
+
+
+def test_initial_pass_is_one_pass_of_the_train_config_with_an_infinite_sampler(tmp_path):
+    """MMSeg's iteration-based configs train from an InfiniteSampler: the initial pass still
+    sees every sample once, in batches of the train dataloader's batch size."""
+    runner = _runner(tmp_path, dict(by_epoch=False, max_iters=1, val_interval=100),
+                     sampler=dict(type='InfiniteSampler', shuffle=True))
+    hook = runner._hooks[[type(h).__name__ for h in runner._hooks].index('SemanticMappingHook')]
+    model, mapping = runner.model, runner.model.guidance.mapping
+    batches, seen = [], []
+    features = model.mapping_features
+
+    def spy_features(inputs, data_samples, prompts=True):
+        batches.append((len(inputs), prompts))
+        if len(batches) > 10:
+            raise RuntimeError('the initial pass does not end')
+        return features(inputs, data_samples, prompts=prompts)
+
+    model.mapping_features = spy_features
+    original = mapping.remap
+    mapping.remap = lambda: (seen.append(mapping.class_count.clone()), original())[1]
+    hook.before_train(runner)
+    assert batches == [(4, False)] * 5  # 20 samples, batch_size=4, without prompts
+    assert seen[0].tolist() == [4] * 5
 
 
 def test_images_per_class_caps_the_initial_pass(tmp_path):
@@ -125,11 +149,9 @@ def test_initial_pass_pads_segmentation_crops_of_different_sizes():
     initial pass pads them to one batch as training does, ignoring the padding."""
     from types import SimpleNamespace
 
-    from mmengine.dataset import pseudo_collate
     from mmengine.logging import MMLogger
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
-    from torch.utils.data import DataLoader
 
     from mmdavpt.engine.hooks import SemanticMappingHook
 
@@ -144,9 +166,12 @@ def test_initial_pass_pads_segmentation_crops_of_different_sizes():
 
     data = [item(32, 24, 0), item(24, 32, 1), item(32, 32, 2), item(16, 32, 3)]
     model = _seg_model()
+    train_cfg = dict(dataset=data, batch_size=2, sampler=dict(type='InfiniteSampler'),
+                     collate_fn=dict(type='pseudo_collate'))
     runner = SimpleNamespace(
         model=model, seed=0, logger=MMLogger.get_instance(f'pad-{uuid.uuid4().hex}'),
-        train_dataloader=DataLoader(data, batch_size=2, collate_fn=pseudo_collate))
+        _train_dataloader=train_cfg, train_dataloader=SimpleNamespace(dataset=data),
+        build_dataloader=Runner.build_dataloader)
     SemanticMappingHook()._initial_pass(runner)
     # every labelled 8 x 8 patch counted once: the padding (ignore index) is not a class
     assert model.guidance.mapping.class_count.tolist() == [12, 12, 16, 8]

@@ -4,7 +4,6 @@ from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
-from mmengine.dataset import DefaultSampler
 from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
@@ -73,14 +72,7 @@ class SemanticMappingHook(Hook):
         mapping.reset_statistics()
         was_training = model.training
         model.eval()
-        train = runner.train_dataloader
-        # One pass over the training set (sharded over the ranks) with a loader of its own: the
-        # train loader's sampler may be an InfiniteSampler (MMSeg's iteration-based configs),
-        # whose iteration never ends and whose single index stream the training loop reads.
-        loader = DataLoader(train.dataset, batch_size=train.batch_size,
-                            sampler=DefaultSampler(train.dataset, shuffle=True, seed=runner.seed),
-                            num_workers=train.num_workers, collate_fn=train.collate_fn,
-                            worker_init_fn=train.worker_init_fn)
+        loader = self._one_pass_loader(runner)
         cap = self.images_per_class
         bar = ProgressBar(len(loader)) if get_rank() == 0 else None
         runner.logger.info('DA-VPT: class means of the frozen pre-trained backbone over the '
@@ -105,6 +97,28 @@ class SemanticMappingHook(Hook):
         if bar is not None:
             print()
         model.train(was_training)
+
+    @staticmethod
+    def _one_pass_loader(runner) -> DataLoader:
+        """One shuffled pass over the training set (sharded over the ranks).
+
+        Built by ``Runner.build_dataloader`` from the train dataloader's config (batch size,
+        workers, collate function...) and its already built dataset, with the sampler replaced
+        by a ``DefaultSampler``: the train loader's own may be an ``InfiniteSampler`` (MMSeg's
+        iteration-based configs), whose iteration never ends and whose single index stream the
+        training loop reads.
+        """
+        # what the runner built its train loader from (``Runner.from_cfg`` passes
+        # cfg.train_dataloader; a Runner built from arguments has nothing in runner.cfg)
+        cfg = runner._train_dataloader
+        if not isinstance(cfg, dict):
+            raise TypeError('SemanticMappingHook builds the loader of its initial pass from the '
+                            f'train_dataloader config, but the runner was given a '
+                            f'{type(cfg).__name__}: pass train_dataloader as a dict')
+        cfg = dict(cfg, dataset=runner.train_dataloader.dataset,
+                   sampler=dict(type='DefaultSampler', shuffle=True, seed=runner.seed),
+                   persistent_workers=False)  # one pass: no workers kept alive after it
+        return runner.build_dataloader(cfg, seed=runner.seed)
 
     def _remap(self, runner, when: str) -> None:
         mapping: SemanticMapping = self._model(runner).guidance.mapping
