@@ -3,11 +3,13 @@ import os
 import socket
 import uuid
 
+import pytest
 import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 from mmengine.runner import Runner
 
+from mmdavpt.engine.hooks.mapping_hook import REMAP_HISTORY_FILE, read_remap_history
 from mmdavpt.models import SemanticMapping
 
 from _tiny import TinyClsDataset, tiny_classifier_cfg
@@ -39,6 +41,10 @@ def _remap_lines(runner):
         return [line for line in f if 'DA-VPT remap' in line]
 
 
+def _steps(history):
+    return [(r.unit, r.step, r.initial) for r in history]
+
+
 def test_hook_epoch_based_remaps_after_every_epoch(tmp_path):
     runner = _runner(tmp_path, dict(by_epoch=True, max_epochs=2))
     runner.train()
@@ -51,6 +57,18 @@ def test_hook_epoch_based_remaps_after_every_epoch(tmp_path):
     logged = json.loads(lines[-1].split('class_to_prompt=')[1])
     assert logged == mapping.class_to_prompt.tolist()
     assert len(set(logged)) == 2  # 5 classes on 2 guided prompts
+    # the same remaps as data, in the run's log dir
+    history = read_remap_history(runner.log_dir)
+    assert os.listdir(runner.log_dir).count(REMAP_HISTORY_FILE) == 1
+    assert _steps(history) == [('epoch', 0, True), ('epoch', 1, False), ('epoch', 2, False)]
+    assert [r.when for r in history] == ['initial', 'after epoch 1', 'after epoch 2']
+    assert history[-1].class_to_prompt == logged
+    assert [r.num_seen_classes for r in history] == [5, 5, 5]
+    before = [[c % 2 for c in range(5)]] + [r.class_to_prompt for r in history]  # placeholder
+    assert [r.moved_fraction for r in history] == [
+        pytest.approx(sum(a != b for a, b in zip(old, r.class_to_prompt)) / 5)
+        for old, r in zip(before, history)]
+    assert all(r.kmeans_seconds >= 0 for r in history)
     # the checkpoint holds the mapping, and resume restores it without a new initial pass
     ckpt = torch.load(tmp_path / 'epoch_2.pth', map_location='cpu', weights_only=False)
     assert torch.equal(ckpt['state_dict']['guidance.mapping.class_to_prompt'],
@@ -61,6 +79,7 @@ def test_hook_epoch_based_remaps_after_every_epoch(tmp_path):
     lines = _remap_lines(resumed)
     assert len(lines) == 1 and 'after epoch 3' in lines[0]
     assert int(resumed.model.guidance.mapping.num_remaps) == 4
+    assert _steps(read_remap_history(str(tmp_path / 'resumed'))) == [('epoch', 3, False)]
 
 
 def test_hook_iter_based_remaps_every_interval(tmp_path):
@@ -71,6 +90,19 @@ def test_hook_iter_based_remaps_every_interval(tmp_path):
     assert ['after iteration 2' in lines[1], 'after iteration 4' in lines[2],
             'after iteration 6' in lines[3]] == [True] * 3
     assert len(lines) == 4
+    assert _steps(read_remap_history(runner.work_dir)) == [
+        ('iteration', 0, True), ('iteration', 2, False), ('iteration', 4, False),
+        ('iteration', 6, False)]
+
+
+def test_remap_history_errors_name_the_file_and_line(tmp_path):
+    with pytest.raises(FileNotFoundError, match='no remap history'):
+        read_remap_history(str(tmp_path / 'missing'))
+    assert read_remap_history(str(tmp_path)) == []  # a work dir without a DA-VPT run
+    bad = tmp_path / REMAP_HISTORY_FILE
+    bad.write_text('{"unit": "epoch", "step": 1}\n')
+    with pytest.raises(ValueError, match=f'{REMAP_HISTORY_FILE}:1 is not a remap record'):
+        read_remap_history(str(tmp_path))
 
 
 def test_initial_pass_is_one_pass_of_the_train_config_with_an_infinite_sampler(tmp_path):
