@@ -120,14 +120,12 @@ def test_trainable_sets():
 
 def test_only_tuned_tensors_change_and_get_gradients():
     model = _randomise(build_model(tiny_backbone_cfg(bias_tuning=('k', 'v'))))
-    model.record_taps = True
     before = copy.deepcopy(model.state_dict())
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2,
                             weight_decay=0.1)
     model.train()
     for _ in range(3):
-        out = model(torch.randn(2, 3, 32, 32))[0]
-        taps, _ = model.pop_taps()
+        (out, ), taps, _ = model.forward_with_taps(torch.randn(2, 3, 32, 32))
         loss = out.pow(2).mean() + taps[2].prompt_query.pow(2).mean()
         opt.zero_grad()
         loss.backward()
@@ -168,15 +166,12 @@ def _reference_attention_taps(model, x_in, layer_idx):
 
 def test_taps_are_the_query_projections_and_mhsa_output():
     model = _randomise(build_model(tiny_backbone_cfg(out_type='raw', out_indices=(1, ))))
-    model.record_taps = True
     model.eval()
     x = torch.randn(2, 3, 32, 32)
-    model(x)
-    with pytest.raises(RuntimeError, match='no guidance taps'):
-        model.pop_taps()  # nothing recorded in eval mode
+    before = _module_state(model)
+    assert len(model(x)) == 1 and _module_state(model) == before  # forward: outs, no taps
     model.train()
-    x1 = model(x)[0]  # output of layer 1: [CLS, 3 old prompts, patches]
-    taps, final = model.pop_taps()
+    (x1, ), taps, final = model.forward_with_taps(x)  # x1: [CLS, 3 old prompts, patches]
     assert list(taps) == [2] and final.shape == (2, 1 + 2 + 16, 32)
     x_in = torch.cat([x1[:, :1], model.prompts[2].expand(2, -1, -1), x1[:, 4:]], dim=1)
     q, out = _reference_attention_taps(model, x_in, 2)
@@ -186,6 +181,41 @@ def test_taps_are_the_query_projections_and_mhsa_output():
     torch.testing.assert_close(t.patch_mhsa, out[:, 3:], atol=1e-5, rtol=0)
     torch.testing.assert_close(t.prompt_raw, model.prompts[2])
     torch.testing.assert_close(t.block_input, x1[:, 4:])
+
+
+def _module_state(model):
+    """What a forward pass could leave on the module: its plain attributes, by identity."""
+    assert not any(isinstance(v, torch.Tensor) for v in vars(model).values())
+    return {k: id(v) for k, v in vars(model).items()}
+
+
+def test_forward_returns_only_outs_and_forward_with_taps_the_same_outs():
+    """``forward`` keeps MMPretrain's contract and leaves nothing on the module, also while
+    training; ``forward_with_taps`` gives the same outputs and gradients, plus the taps."""
+    model = _randomise(build_model(tiny_backbone_cfg(out_type='raw', out_indices=(1, 2),
+                                                     bias_tuning=('k', 'v'))))
+    model.train()
+    x = torch.randn(2, 3, 32, 32)
+    before = _module_state(model)
+    outs = model(x)
+    assert isinstance(outs, tuple) and len(outs) == 2 and _module_state(model) == before
+    tuned = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(sum(o.square().sum() for o in outs), tuned)
+    outs_t, taps, final = model.forward_with_taps(x)
+    assert _module_state(model) == before
+    assert all(torch.equal(a, b) for a, b in zip(outs, outs_t))
+    assert torch.equal(final, outs_t[1])  # raw output of the last layer: the final tokens
+    grads_t = torch.autograd.grad(sum(o.square().sum() for o in outs_t), tuned)
+    assert all(torch.equal(a, b) for a, b in zip(grads, grads_t))
+    # the taps of the guided layer 2, computed by hand from its input
+    x_in = torch.cat([outs[0][:, :1], model.prompts[2].expand(2, -1, -1), outs[0][:, 4:]], 1)
+    layer = model.layers[2]
+    q = F.linear(layer.ln1(x_in), layer.attn.qkv.weight, model._qkv_bias(layer.attn))[..., :32]
+    assert list(taps) == [2]
+    torch.testing.assert_close(taps[2].prompt_query, q[0, 1:3], atol=1e-6, rtol=0)
+    torch.testing.assert_close(taps[2].cls_query, q[:, 0], atol=1e-6, rtol=0)
+    assert torch.equal(taps[2].block_input, outs[0][:, 4:])
+    assert torch.equal(taps[2].prompt_raw, model.prompts[2])
 
 
 class _ShapeRecorder(TorchDispatchMode):
@@ -207,11 +237,10 @@ class _ShapeRecorder(TorchDispatchMode):
 @pytest.mark.parametrize('train', [False, True])
 def test_attention_is_fused_and_no_attention_map_is_built(train):
     model = build_model(tiny_backbone_cfg())
-    model.record_taps = True
     model.train(train)
     x = torch.randn(2, 3, 32, 32, requires_grad=train)
-    with _ShapeRecorder() as rec:
-        out = model(x)[0]
+    with _ShapeRecorder() as rec:  # training takes the taps, as DA-VPT does
+        out = (model.forward_with_taps(x)[0] if train else model(x))[0]
         if train:
             out.sum().backward()
     L1, L2 = 1 + 3 + 16, 1 + 2 + 16
@@ -242,7 +271,7 @@ def test_theorem1_attention_gain_of_a_prompt_step():
                                atol=1e-7, rtol=1e-2)
 
 
-def test_prompts_disabled_is_the_plain_vit():
+def test_without_prompts_is_the_plain_vit():
     model = _randomise(build_model(tiny_backbone_cfg(out_type='featmap', out_indices=(2, ))))
     plain = _plain(out_type='featmap', out_indices=(2, ))
     plain.load_state_dict({k: v for k, v in model.state_dict().items()
@@ -251,15 +280,16 @@ def test_prompts_disabled_is_the_plain_vit():
     plain.eval()
     x = torch.randn(2, 3, 32, 32)
     assert not torch.allclose(model(x)[0], plain(x)[0])
-    with model.prompts_disabled():
-        torch.testing.assert_close(model(x)[0], plain(x)[0])
-        assert model.final_num_prefix == 1
-    assert model.final_num_prefix == 3
+    outs, taps, final = model.forward_with_taps(x, prompts=False)
+    torch.testing.assert_close(outs[0], plain(x)[0])
+    assert model.final_num_prefix(prompts=False) == 1 and final.shape[1] == 1 + 16
+    assert taps[2].prompt_query.shape == (0, 32)
+    assert model.final_num_prefix() == 3 and model.forward_with_taps(x)[2].shape[1] == 3 + 16
 
 
 def _insert_by_cat(self, x, layer_idx, num_prefix):
     """The plain VPT insertion: always rebuild the sequence with ``torch.cat``."""
-    if self._prompts_off or (self.prompt_mode == 'shallow' and layer_idx > 0):
+    if self.prompt_mode == 'shallow' and layer_idx > 0:
         return x, num_prefix
     prompts = self.prompts[layer_idx]
     if prompts.shape[0] == 0 and num_prefix == 1:
@@ -280,14 +310,12 @@ def test_in_place_prompt_insertion_equals_concatenation(kwargs, monkeypatch):
         monkeypatch.setattr(DAVPTViT, '_insert_prompts', insert)
         torch.manual_seed(0)
         model = _randomise(build_model(tiny_backbone_cfg(**kwargs)))
-        model.record_taps = True
         model.train()
         x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
         torch.manual_seed(2)  # same prompt dropout masks
-        outs = model(x)
+        outs, taps, final = model.forward_with_taps(x)
         loss = sum(o.square().sum() for o in outs)
         if model.guided_layers:  # the taps of the guided layer take part in the loss too
-            taps, final = model.pop_taps()
             loss = loss + final.square().sum() + sum(
                 getattr(t, f).square().sum() for t in taps.values()
                 for f in ('prompt_query', 'cls_query', 'patch_mhsa', 'block_input'))

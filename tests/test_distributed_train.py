@@ -18,6 +18,7 @@ import torch.multiprocessing as mp
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
+from mmdavpt.engine.hooks.mapping_hook import read_remap_history
 from mmdavpt.engine.hooks.rng_state_hook import RNGStateHook  # noqa: F401  (registers it)
 
 from _tiny import TinyClsDataset, tiny_classifier_cfg
@@ -191,3 +192,9 @@ def test_checkpoints_are_written_once_by_rank_0(two_ranks):
     ckpt = torch.load(osp.join(work_dir, 'epoch_2.pth'), map_location='cpu', weights_only=True)
     assert ckpt['state_dict']['guidance.mapping.class_to_prompt'].tolist() == r0['mappings'][-1]
     assert ckpt['rng_state']['world_size'] == 2 and len(ckpt['rng_state']['states']) == 2
+
+
+def test_remap_history_is_written_once_by_rank_0(two_ranks):
+    work_dir, (r0, _) = two_ranks
+    history = read_remap_history(work_dir)
+    assert [r.class_to_prompt for r in history] == r0['mappings']  # 3 remaps, not 3 per rank

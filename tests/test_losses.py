@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mmdavpt.models.backbones import GuidanceTaps
 from mmdavpt.models.losses import (
     ClsPromptLoss,
-    GuidanceTaps,
     PatchPromptLoss,
     prompt_anchor_loss,
     prompts_present,

@@ -3,25 +3,27 @@ import os
 import socket
 import uuid
 
+import pytest
 import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 from mmengine.runner import Runner
 
+from mmdavpt.engine.hooks.mapping_hook import REMAP_HISTORY_FILE, read_remap_history
 from mmdavpt.models import SemanticMapping
 
 from _tiny import TinyClsDataset, tiny_classifier_cfg
 from test_mapping import _class_features
 
 
-def _runner(work_dir, train_cfg, hook=None, **kwargs):
+def _runner(work_dir, train_cfg, hook=None, sampler=None, **kwargs):
     # a unique experiment name: Runners built within the same second would share one logger
     kwargs.setdefault('experiment_name', f'{os.path.basename(work_dir)}-{uuid.uuid4().hex}')
     return Runner(
         model=tiny_classifier_cfg(num_classes=5),
         work_dir=str(work_dir),
         train_dataloader=dict(dataset=TinyClsDataset(5, per_class=4),
-                              sampler=dict(type='DefaultSampler', shuffle=True),
+                              sampler=sampler or dict(type='DefaultSampler', shuffle=True),
                               batch_size=4, num_workers=0,
                               collate_fn=dict(type='pseudo_collate')),
         train_cfg=train_cfg,
@@ -39,6 +41,10 @@ def _remap_lines(runner):
         return [line for line in f if 'DA-VPT remap' in line]
 
 
+def _steps(history):
+    return [(r.unit, r.step, r.initial) for r in history]
+
+
 def test_hook_epoch_based_remaps_after_every_epoch(tmp_path):
     runner = _runner(tmp_path, dict(by_epoch=True, max_epochs=2))
     runner.train()
@@ -51,6 +57,18 @@ def test_hook_epoch_based_remaps_after_every_epoch(tmp_path):
     logged = json.loads(lines[-1].split('class_to_prompt=')[1])
     assert logged == mapping.class_to_prompt.tolist()
     assert len(set(logged)) == 2  # 5 classes on 2 guided prompts
+    # the same remaps as data, in the run's log dir
+    history = read_remap_history(runner.log_dir)
+    assert os.listdir(runner.log_dir).count(REMAP_HISTORY_FILE) == 1
+    assert _steps(history) == [('epoch', 0, True), ('epoch', 1, False), ('epoch', 2, False)]
+    assert [r.when for r in history] == ['initial', 'after epoch 1', 'after epoch 2']
+    assert history[-1].class_to_prompt == logged
+    assert [r.num_seen_classes for r in history] == [5, 5, 5]
+    before = [[c % 2 for c in range(5)]] + [r.class_to_prompt for r in history]  # placeholder
+    assert [r.moved_fraction for r in history] == [
+        pytest.approx(sum(a != b for a, b in zip(old, r.class_to_prompt)) / 5)
+        for old, r in zip(before, history)]
+    assert all(r.kmeans_seconds >= 0 for r in history)
     # the checkpoint holds the mapping, and resume restores it without a new initial pass
     ckpt = torch.load(tmp_path / 'epoch_2.pth', map_location='cpu', weights_only=False)
     assert torch.equal(ckpt['state_dict']['guidance.mapping.class_to_prompt'],
@@ -61,6 +79,7 @@ def test_hook_epoch_based_remaps_after_every_epoch(tmp_path):
     lines = _remap_lines(resumed)
     assert len(lines) == 1 and 'after epoch 3' in lines[0]
     assert int(resumed.model.guidance.mapping.num_remaps) == 4
+    assert _steps(read_remap_history(str(tmp_path / 'resumed'))) == [('epoch', 3, False)]
 
 
 def test_hook_iter_based_remaps_every_interval(tmp_path):
@@ -71,6 +90,43 @@ def test_hook_iter_based_remaps_every_interval(tmp_path):
     assert ['after iteration 2' in lines[1], 'after iteration 4' in lines[2],
             'after iteration 6' in lines[3]] == [True] * 3
     assert len(lines) == 4
+    assert _steps(read_remap_history(runner.work_dir)) == [
+        ('iteration', 0, True), ('iteration', 2, False), ('iteration', 4, False),
+        ('iteration', 6, False)]
+
+
+def test_remap_history_errors_name_the_file_and_line(tmp_path):
+    with pytest.raises(FileNotFoundError, match='no remap history'):
+        read_remap_history(str(tmp_path / 'missing'))
+    assert read_remap_history(str(tmp_path)) == []  # a work dir without a DA-VPT run
+    bad = tmp_path / REMAP_HISTORY_FILE
+    bad.write_text('{"unit": "epoch", "step": 1}\n')
+    with pytest.raises(ValueError, match=f'{REMAP_HISTORY_FILE}:1 is not a remap record'):
+        read_remap_history(str(tmp_path))
+
+
+def test_initial_pass_is_one_pass_of_the_train_config_with_an_infinite_sampler(tmp_path):
+    """MMSeg's iteration-based configs train from an InfiniteSampler: the initial pass still
+    sees every sample once, in batches of the train dataloader's batch size."""
+    runner = _runner(tmp_path, dict(by_epoch=False, max_iters=1, val_interval=100),
+                     sampler=dict(type='InfiniteSampler', shuffle=True))
+    hook = runner._hooks[[type(h).__name__ for h in runner._hooks].index('SemanticMappingHook')]
+    model, mapping = runner.model, runner.model.guidance.mapping
+    batches, seen = [], []
+    features = model.mapping_features
+
+    def spy_features(inputs, data_samples, prompts=True):
+        batches.append((len(inputs), prompts))
+        if len(batches) > 10:
+            raise RuntimeError('the initial pass does not end')
+        return features(inputs, data_samples, prompts=prompts)
+
+    model.mapping_features = spy_features
+    original = mapping.remap
+    mapping.remap = lambda: (seen.append(mapping.class_count.clone()), original())[1]
+    hook.before_train(runner)
+    assert batches == [(4, False)] * 5  # 20 samples, batch_size=4, without prompts
+    assert seen[0].tolist() == [4] * 5
 
 
 def test_images_per_class_caps_the_initial_pass(tmp_path):
@@ -125,11 +181,9 @@ def test_initial_pass_pads_segmentation_crops_of_different_sizes():
     initial pass pads them to one batch as training does, ignoring the padding."""
     from types import SimpleNamespace
 
-    from mmengine.dataset import pseudo_collate
     from mmengine.logging import MMLogger
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
-    from torch.utils.data import DataLoader
 
     from mmdavpt.engine.hooks import SemanticMappingHook
 
@@ -144,9 +198,12 @@ def test_initial_pass_pads_segmentation_crops_of_different_sizes():
 
     data = [item(32, 24, 0), item(24, 32, 1), item(32, 32, 2), item(16, 32, 3)]
     model = _seg_model()
+    train_cfg = dict(dataset=data, batch_size=2, sampler=dict(type='InfiniteSampler'),
+                     collate_fn=dict(type='pseudo_collate'))
     runner = SimpleNamespace(
         model=model, seed=0, logger=MMLogger.get_instance(f'pad-{uuid.uuid4().hex}'),
-        train_dataloader=DataLoader(data, batch_size=2, collate_fn=pseudo_collate))
+        _train_dataloader=train_cfg, train_dataloader=SimpleNamespace(dataset=data),
+        build_dataloader=Runner.build_dataloader)
     SemanticMappingHook()._initial_pass(runner)
     # every labelled 8 x 8 patch counted once: the padding (ignore index) is not a class
     assert model.guidance.mapping.class_count.tolist() == [12, 12, 16, 8]

@@ -1,4 +1,7 @@
 import csv
+import dataclasses
+import glob
+import json
 import os
 import shutil
 
@@ -7,7 +10,7 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-import mmdavpt  # noqa: F401
+from mmdavpt.engine.hooks.mapping_hook import REMAP_HISTORY_FILE, RemapRecord
 
 from test_search import TINY_CLASSES, load_tool, one_thread, write_tiny_config  # noqa: F401
 
@@ -27,14 +30,15 @@ def tiny_run(tmp_path_factory):
     return cfg.work_dir
 
 
-def test_parse_log_lines():
-    lines = [
-        'INFO - DA-VPT remap (initial): k-means 0.1 s over 5 classes, 40.0% of classes moved; '
-        'class_to_prompt=[0, 0, 1, 1, 1]\n',
-        'INFO - Epoch(train) [1][4/4] lr: 1e-2\n',
-        'INFO - DA-VPT remap (after iteration 200): k-means 0.0 s over 5 classes, 20.0% of '
-        'classes moved; class_to_prompt=[0, 1, 1, 1, 1]\n']
-    records = mr.parse_log_lines(lines)
+def test_read_remap_history(tmp_path):
+    run = tmp_path / '20250101_000000'
+    run.mkdir()
+    history = [RemapRecord('iteration', 0, True, [0, 0, 1, 1, 1], 0.4, 0.1, 5),
+               RemapRecord('iteration', 200, False, [0, 1, 1, 1, 1], 0.2, 0.0, 5)]
+    (run / REMAP_HISTORY_FILE).write_text(
+        ''.join(json.dumps(dataclasses.asdict(r)) + '\n' for r in history))
+    (run / '20250101_000000.log').write_text('INFO - Epoch(train) [1][4/4] lr: 1e-2\n')
+    records = mr.read_logs(str(tmp_path))
     assert [(r.unit, r.step, r.class_to_prompt) for r in records] == [
         ('initial', 0, [0, 0, 1, 1, 1]), ('iteration', 200, [0, 1, 1, 1, 1])]
     assert records[1].label == 'iteration 200'
@@ -62,6 +66,28 @@ def test_report_of_a_tiny_run_reads_logs_and_checkpoints(tiny_run, tmp_path, cap
         rows = list(csv.reader(f))
     assert rows[0] == ['class', 'name', 'initial', 'epoch 1', 'epoch 2']
     assert [int(r[-1]) for r in rows[1:]] == final
+
+
+def test_rewording_the_log_message_does_not_change_the_report(tiny_run, tmp_path, capsys):
+    """The report reads the remap history, not the wording of the human log line."""
+    reworded = tmp_path / 'reworded'
+    shutil.copytree(tiny_run, reworded, ignore=shutil.ignore_patterns('mapping_report'))
+    logs = glob.glob(str(reworded / '*' / '*.log'))
+    assert logs
+    for path in logs:
+        with open(path) as f:
+            text = f.read()
+        assert 'DA-VPT remap (' in text and 'class_to_prompt=' in text
+        with open(path, 'w') as f:
+            f.write(text.replace('DA-VPT remap (', 'Prompts reassigned [').replace(
+                'class_to_prompt=', 'mapping: '))
+    assert [r.label for r in mr.read_logs(str(reworded))] == ['initial', 'epoch 1', 'epoch 2']
+    reports = []
+    for work_dir in (tiny_run, str(reworded)):
+        with open(os.path.join(mr.main([work_dir, '--out', str(tmp_path / 'out')]),
+                               'mapping_report.md')) as f:
+            reports.append(f.read().replace(work_dir, 'WORK_DIR'))
+    assert reports[0] == reports[1] and '| epoch 2 | log+checkpoint |' in reports[1]
 
 
 def test_report_from_checkpoints_only_and_disagreement(tiny_run, tmp_path):

@@ -1,5 +1,4 @@
 """An interrupted-and-resumed run continues exactly as the uninterrupted run of the same seed."""
-import json
 import time
 
 import pytest
@@ -7,6 +6,7 @@ import torch
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
+from mmdavpt.engine.hooks.mapping_hook import read_remap_history
 from mmdavpt.engine.hooks.rng_state_hook import RNGStateHook  # noqa: F401  (registers it)
 
 from _tiny import TinyClsDataset, tiny_classifier_cfg
@@ -88,10 +88,8 @@ def _next_second(runner):
 
 
 def _mappings(runner):
-    """The class -> prompt mapping of every remap, read from the run's log."""
-    with open(runner.logger.log_file) as f:
-        return [json.loads(line.split('class_to_prompt=')[1]) for line in f
-                if 'DA-VPT remap' in line]
+    """The class -> prompt mapping of every remap, read from the run's remap history."""
+    return [r.class_to_prompt for r in read_remap_history(runner.log_dir)]
 
 
 def _assert_state_equal(a, b, atol):

@@ -1,8 +1,8 @@
 """DA-VPT guidance: labels -> prompts -> the two metric losses, and the class statistics.
 
 Neither MMPretrain's ``ImageClassifier`` nor MMSeg's ``EncoderDecoder`` hands labels to the
-backbone, so the model glue (``DAVPTImageClassifier``, ``DAVPTEncoderDecoder``) calls this module
-after the backbone's forward pass with what :class:`DAVPTViT` recorded.
+backbone, so the model glue (``DAVPTImageClassifier``, ``DAVPTEncoderDecoder``) runs the
+backbone's :meth:`DAVPTViT.forward_with_taps` and hands its guidance taps to this module.
 """
 import dataclasses
 import logging
@@ -15,8 +15,7 @@ from mmengine.dist import get_world_size
 from mmengine.logging import MessageHub, print_log
 from torch import Tensor, nn
 
-from mmdavpt.models.backbones import DAVPTViT
-from mmdavpt.models.losses import GuidanceTaps
+from mmdavpt.models.backbones import DAVPTViT, GuidanceTaps
 from mmdavpt.models.mapping import SemanticMapping
 from mmdavpt.registry import build_model
 
@@ -25,7 +24,7 @@ class PromptGuidance(nn.Module):
     """Owns the semantic mapping and the two loss modules of one DA-VPT model.
 
     Args:
-        backbone: the model's :class:`DAVPTViT` (its taps are switched on here).
+        backbone: the model's :class:`DAVPTViT` (its guided prompts and width are read).
         num_classes: C.
         loss_xp: config of ``L_ML(x, p)``, e.g. ``dict(type='PatchPromptLoss', loss_weight=0.1)``;
             ``None`` switches it off.
@@ -34,7 +33,7 @@ class PromptGuidance(nn.Module):
 
     In a distributed run the losses see the samples of every rank (the global batch): the
     log-sum-exp over a prompt's samples does not split into per-rank terms, so each rank gathers
-    the recorded sample features (differentiably) and the labels of all ranks. With DDP's
+    the sample features of the taps (differentiably) and the labels of all ranks. With DDP's
     gradient averaging the update equals a single-process step over the global batch.
     """
 
@@ -58,7 +57,6 @@ class PromptGuidance(nn.Module):
                       'positive samples (the metric losses only push them away from all '
                       'samples); set num_guided_prompts <= the number of classes to avoid them',
                       logger='current', level=logging.WARNING)
-        backbone.record_taps = True
 
     @property
     def num_prompts(self) -> int:
@@ -69,7 +67,7 @@ class PromptGuidance(nn.Module):
         """The guidance losses, averaged over the guided layers.
 
         Args:
-            taps: {guided layer: GuidanceTaps} from :meth:`DAVPTViT.pop_taps`.
+            taps: {guided layer: GuidanceTaps} from :meth:`DAVPTViT.forward_with_taps`.
             patch_labels: B x N class of every patch, -1 where ignored.
             image_positive: B x C bool, the classes present in each image.
         """

@@ -5,11 +5,11 @@ the mapping changed from remap to remap.
 
 From ``WORK_DIR`` (a ``tools/train.py`` work directory) it reads
 
-- the ``DA-VPT remap (initial | after epoch N | after iteration N): ... class_to_prompt=[...]``
-  lines that :class:`~mmdavpt.engine.hooks.SemanticMappingHook` writes to
-  ``WORK_DIR/<timestamp>/<timestamp>.log`` (every run in the directory, a resumed one included),
+- the remap history that :class:`~mmdavpt.engine.hooks.SemanticMappingHook` writes to
+  ``WORK_DIR/<timestamp>/davpt_remaps.jsonl`` (every run in the directory, a resumed one
+  included; read with :func:`mmdavpt.engine.hooks.mapping_hook.read_remap_history`),
 - the ``guidance.mapping.class_to_prompt`` buffer of every checkpoint ``WORK_DIR/*.pth`` (full or
-  tuned-only), which also covers runs whose logs are gone; where a log line and a checkpoint
+  tuned-only), which also covers runs whose logs are gone; where the remap log and a checkpoint
   describe the same step, they must agree,
 - class names from the checkpoints' ``meta.dataset_meta`` or the dumped config's training dataset
   (``--config`` to name one), else class indices.
@@ -22,7 +22,6 @@ writes ``mapping_report.md``, ``mapping_history.csv`` (class x remap) and ``mapp
 import argparse
 import csv
 import glob
-import json
 import os
 import os.path as osp
 import re
@@ -33,9 +32,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from mmdavpt.engine.hooks.mapping_hook import REMAP_HISTORY_FILE, read_remap_history
+
 MAPPING_KEY = 'guidance.mapping.class_to_prompt'
-REMAP_LINE = re.compile(r'DA-VPT remap \((initial|after epoch (\d+)|after iteration (\d+))\):'
-                        r'.*?class_to_prompt=(\[[\d, ]*\])')
 
 
 @dataclass
@@ -46,7 +45,7 @@ class MappingRecord:
         unit: ``'initial'`` (before training), ``'epoch'`` or ``'iteration'``.
         step: epochs or iterations trained (0 for the initial mapping).
         class_to_prompt: prompt index of every class.
-        sources: where it was read: ``'log'``, ``'checkpoint'`` or both.
+        sources: where it was read: ``'log'`` (the remap history), ``'checkpoint'`` or both.
     """
     unit: str
     step: int
@@ -63,27 +62,11 @@ class MappingRecord:
 
 
 # ---- reading ---------------------------------------------------------------------------------
-def parse_log_lines(lines: Sequence[str]) -> List[MappingRecord]:
-    """The remap records of log lines, in order."""
-    records = []
-    for line in lines:
-        m = REMAP_LINE.search(line)
-        if not m:
-            continue
-        when, epoch, it, mapping = m.groups()
-        unit, step = ('initial', 0) if when == 'initial' else \
-            ('epoch', int(epoch)) if epoch else ('iteration', int(it))
-        records.append(MappingRecord(unit, step, json.loads(mapping), ('log', )))
-    return records
-
-
 def read_logs(work_dir: str) -> List[MappingRecord]:
-    """Remap records of every run's log in ``work_dir``, oldest run first."""
-    records = []
-    for path in sorted(glob.glob(osp.join(work_dir, '*', '*.log'))):
-        with open(path, errors='replace') as f:
-            records += parse_log_lines(f)
-    return records
+    """Remap records of the remap history of every run in ``work_dir``, oldest run first."""
+    return [MappingRecord('initial', 0, r.class_to_prompt, ('log', )) if r.initial else
+            MappingRecord(r.unit, r.step, r.class_to_prompt, ('log', ))
+            for r in read_remap_history(work_dir)]
 
 
 def _load(path: str) -> dict:
@@ -113,8 +96,8 @@ def read_checkpoints(work_dir: str) -> Tuple[List[MappingRecord], Optional[List[
 
 def merge_records(logs: Sequence[MappingRecord],
                   checkpoints: Sequence[MappingRecord]) -> List[MappingRecord]:
-    """One record per step, in training order; a later log line for a step replaces an earlier
-    one (a resumed run repeats steps). A checkpoint that disagrees with the log is reported."""
+    """One record per step, in training order; a later remap of a step replaces an earlier one
+    (a resumed run repeats steps). A checkpoint that disagrees with the remap log is reported."""
     merged: Dict[Tuple[int, int], MappingRecord] = {}
     for r in logs:
         merged[r.key] = r
@@ -126,8 +109,8 @@ def merge_records(logs: Sequence[MappingRecord],
             if 'checkpoint' not in known.sources:
                 known.sources += ('checkpoint', )
         else:
-            warnings.warn(f'the checkpoint of {r.label} holds another mapping than the log '
-                          'line of that step; the log line is used', stacklevel=2)
+            warnings.warn(f'the checkpoint of {r.label} holds another mapping than the remap '
+                          'log of that step; the remap log is used', stacklevel=2)
     return [merged[k] for k in sorted(merged)]
 
 
@@ -270,7 +253,7 @@ def plot(path: str, records: Sequence[MappingRecord], names: Sequence[str],
 
 def main(argv: Optional[List[str]] = None) -> str:
     parser = argparse.ArgumentParser(description='Report the DA-VPT class -> prompt mapping of '
-                                     'a work dir (log lines and checkpoints)')
+                                     'a work dir (remap history and checkpoints)')
     parser.add_argument('work_dir')
     parser.add_argument('--out', help='output directory (default: WORK_DIR/mapping_report)')
     parser.add_argument('--config', help="for the class names (default: the work dir's config)")
@@ -278,12 +261,14 @@ def main(argv: Optional[List[str]] = None) -> str:
                         help='moved classes listed per remap in the table')
     args = parser.parse_args(argv)
 
+    if not osp.isdir(args.work_dir):
+        sys.exit(f'no DA-VPT mapping in {args.work_dir}: no such directory')
     logs = read_logs(args.work_dir)
     ckpt_records, names = read_checkpoints(args.work_dir)
     records = merge_records(logs, ckpt_records)
     if not records:
-        sys.exit(f'no DA-VPT mapping in {args.work_dir}: no "DA-VPT remap" line in '
-                 f'{args.work_dir}/*/*.log and no checkpoint with {MAPPING_KEY}')
+        sys.exit(f'no DA-VPT mapping in {args.work_dir}: no {args.work_dir}/*/'
+                 f'{REMAP_HISTORY_FILE} and no checkpoint with {MAPPING_KEY}')
     num_classes = len(records[-1].class_to_prompt)
     config = args.config
     if config is None:  # the one the run dumped into its work dir

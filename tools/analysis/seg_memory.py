@@ -220,7 +220,6 @@ def _count_training_memory(config: str, size: int, batch: int, with_cp: Optional
     cfg, model = _build(config, size, with_cp, meta=True)
     if getattr(model, 'guidance', None) is not None:
         model.guidance = None
-        model.backbone.record_taps = False
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     heads = [model.decode_head, *getattr(model, 'auxiliary_head', [])]
     static = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])

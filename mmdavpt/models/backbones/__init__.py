@@ -1,3 +1,3 @@
-from .davpt_vit import BIAS_GROUPS, DAVPTViT
+from .davpt_vit import BIAS_GROUPS, DAVPTViT, GuidanceTaps
 
-__all__ = ['DAVPTViT', 'BIAS_GROUPS']
+__all__ = ['DAVPTViT', 'BIAS_GROUPS', 'GuidanceTaps']

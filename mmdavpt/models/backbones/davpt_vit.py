@@ -2,14 +2,14 @@
 
 The ViT is MMPretrain's :class:`~mmpretrain.models.VisionTransformer` (same modules, same state
 dict layout); this class adds, per layer, learnable prompt tokens between the CLS token and the
-patch tokens (VPT, paper section 2.1), records what the prompt metric losses need at the guided
-layers (section 2.2-2.3), and optionally tunes attention biases and the CLS token (DA-VPT+,
-section 2.5). Attention always goes through ``F.scaled_dot_product_attention``: no attention map
-is ever materialised.
+patch tokens (VPT, paper section 2.1), returns what the prompt metric losses need at the guided
+layers (:class:`GuidanceTaps`, section 2.2-2.3) from :meth:`DAVPTViT.forward_with_taps`, and
+optionally tunes attention biases and the CLS token (DA-VPT+, section 2.5). Attention always goes
+through ``F.scaled_dot_product_attention``: no attention map is ever materialised.
 """
 import math
-from contextlib import contextmanager
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -19,13 +19,34 @@ from mmpretrain.models import VisionTransformer
 from mmpretrain.models.utils import resize_pos_embed, to_2tuple
 from torch import Tensor, nn
 
-from mmdavpt.models.losses import GuidanceTaps
 from mmdavpt.registry import register_model
 
 #: Bias groups that ``bias_tuning`` can unfreeze. 'q', 'k', 'v' are slices of the fused qkv
 #: projection and are tuned through separate zero-initialised offsets, so the other slices
 #: cannot move (not even through weight decay).
 BIAS_GROUPS = ('q', 'k', 'v', 'proj', 'fc1', 'fc2', 'norm')
+
+
+@dataclass
+class GuidanceTaps:
+    """The taps of one guided layer: what the prompt metric losses read of its forward pass.
+
+    All are slices of tensors the forward pass computes anyway (no copy). Shapes: B images,
+    N patch tokens, M guided prompts (0 when the pass ran without prompts), D channels.
+
+    Attributes:
+        prompt_query: M x D, the prompts' query projection ``LN(p) W_Q + b_Q``.
+        prompt_raw: M x D, the prompt parameters as inserted (after prompt dropout).
+        cls_query: B x D, the CLS token's query projection.
+        patch_mhsa: B x N x D, the multi-head self-attention output of the patch tokens
+            (after the output projection, before LayerScale and the residual).
+        block_input: B x N x D, the block's input patch tokens (the official code's samples).
+    """
+    prompt_query: Tensor
+    prompt_raw: Tensor
+    cls_query: Tensor
+    patch_mhsa: Tensor
+    block_input: Tensor
 
 
 @register_model
@@ -148,14 +169,6 @@ class DAVPTViT(VisionTransformer):
         if 'norm' in self.bias_tuning and self.final_norm:
             self.ln1.bias.requires_grad_(True)
 
-        # ---- guidance ------------------------------------------------------------------------
-        #: Set by the model glue when the guidance losses are on; taps are recorded only then,
-        #: and only in training mode (or inside :meth:`recording`).
-        self.record_taps = False
-        self._force_record = False
-        self._prompts_off = False
-        self._taps: Dict[int, GuidanceTaps] = {}
-        self._final_tokens: Optional[Tensor] = None
         self._pretrained_loaded = False
         self._register_load_state_dict_pre_hook(self._fill_frozen_from_pretrained)
 
@@ -178,47 +191,12 @@ class DAVPTViT(VisionTransformer):
         self.prompt_dropout.train(mode)
         return self
 
-    @property
-    def final_num_prefix(self) -> int:
-        """CLS + prompts in front of the patch tokens of the last layer's output."""
-        if self._prompts_off:
+    def final_num_prefix(self, prompts: bool = True) -> int:
+        """CLS + prompts in front of the patch tokens of the last layer's output, for a pass
+        with or without prompts (``forward_with_taps(x, prompts=...)``)."""
+        if not prompts:
             return 1
         return 1 + (self.prompt_counts[-1] if self.prompt_mode == 'deep' else self.num_prompts)
-
-    @contextmanager
-    def prompts_disabled(self) -> Iterator[None]:
-        """Run as the plain pre-trained ViT (no prompt inserted), e.g. for the initial mapping."""
-        self._prompts_off = True
-        try:
-            yield
-        finally:
-            self._prompts_off = False
-
-    @property
-    def recording(self) -> bool:
-        return self._force_record or (self.training and self.record_taps)
-
-    @contextmanager
-    def record(self) -> Iterator[None]:
-        """Record the taps outside training (the mapping hook's feature pass)."""
-        self._force_record = True
-        try:
-            yield
-        finally:
-            self._force_record = False
-
-    def pop_taps(self) -> Tuple[Dict[int, GuidanceTaps], Tensor]:
-        """Return and forget the last recorded taps: ({guided layer: taps}, final tokens).
-
-        The final tokens are the last layer's output (after the final norm), B x L x D, laid
-        out as ``[CLS, prompts, patches]``.
-        """
-        if self._final_tokens is None:
-            raise RuntimeError('no guidance taps recorded: the last forward pass was not a '
-                               'training pass with record_taps=True')
-        taps, final = self._taps, self._final_tokens
-        self._taps, self._final_tokens = {}, None
-        return taps, final
 
     # ------------------------------------------------------------------------------------------
     def _qkv_bias(self, attn: nn.Module) -> Optional[Tensor]:
@@ -231,12 +209,12 @@ class DAVPTViT(VisionTransformer):
         return delta if bias is None else bias + delta
 
     def _layer_forward(self, layer: nn.Module, x: Tensor, num_prefix: int,
-                       record: bool) -> Tuple[Tensor, Optional[GuidanceTaps]]:
+                       with_taps: bool) -> Tuple[Tensor, Optional[GuidanceTaps]]:
         """One encoder layer (MMPretrain's ``TransformerEncoderLayer``) with fused attention.
 
-        ``x`` is B x L x D laid out as ``[CLS, prompts (num_prefix - 1), patches]``. When
-        ``record`` is set, the guidance taps are returned; they are slices of tensors the
-        forward pass computes anyway.
+        ``x`` is B x L x D laid out as ``[CLS, prompts (num_prefix - 1), patches]``. Returns the
+        layer's output (B x L x D) and, when ``with_taps`` is set, its guidance taps (else
+        ``None``); they are slices of tensors the forward pass computes anyway.
         """
         attn = layer.attn
         B, L, D = x.shape
@@ -246,7 +224,7 @@ class DAVPTViT(VisionTransformer):
         out = F.scaled_dot_product_attention(q, k, v)  # B x heads x L x head_dims
         out = attn.proj(out.transpose(1, 2).reshape(B, L, D))
         taps = None
-        if record:
+        if with_taps:
             q_tokens = qkv[..., :D]  # B x L x D, heads concatenated as in W_Q
             taps = GuidanceTaps(
                 prompt_query=q_tokens[0, 1:num_prefix],
@@ -268,7 +246,7 @@ class DAVPTViT(VisionTransformer):
         forward and two zero-filled B x L x D gradients plus their sum backward. A layer whose
         output was handed out (``out_indices``) is never written to.
         """
-        if self._prompts_off or (self.prompt_mode == 'shallow' and layer_idx > 0):
+        if self.prompt_mode == 'shallow' and layer_idx > 0:
             return x, num_prefix
         prompts = self.prompts[layer_idx]
         num = prompts.shape[0]
@@ -282,6 +260,32 @@ class DAVPTViT(VisionTransformer):
         return x, 1 + num
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+        """MMPretrain's / MMSeg's backbone contract: B x 3 x H x W images -> one output per
+        ``out_indices`` (shapes by ``out_type``, see the class). Returns no guidance taps."""
+        outs, _, _ = self._forward(x, prompts=True, with_taps=False)
+        return outs
+
+    def forward_with_taps(self, x: Tensor, prompts: bool = True
+                          ) -> Tuple[Tuple[Tensor, ...], Dict[int, GuidanceTaps], Tensor]:
+        """The forward pass that also returns what the DA-VPT guidance reads.
+
+        Args:
+            x: B x 3 x H x W images.
+            prompts: ``False`` runs the plain pre-trained ViT (no prompt inserted), as the
+                initial class -> prompt mapping needs.
+
+        Returns:
+            ``(outs, taps, final_tokens)``: ``outs`` as :meth:`forward`; ``taps``, the
+            :class:`GuidanceTaps` of every guided layer by layer index; ``final_tokens``, the
+            last layer's output (after the final norm), B x L x D laid out as
+            ``[CLS, prompts, patches]`` with :meth:`final_num_prefix` ``(prompts)`` tokens in
+            front of the patches. Works in training and in eval mode; the guided layers are
+            never checkpointed (``with_cp``) in this pass, the others are as in :meth:`forward`.
+        """
+        return self._forward(x, prompts=prompts, with_taps=True)
+
+    def _forward(self, x: Tensor, prompts: bool, with_taps: bool
+                 ) -> Tuple[Tuple[Tensor, ...], Dict[int, GuidanceTaps], Tensor]:
         B = x.shape[0]
         x, patch_resolution = self.patch_embed(x)
         x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1)
@@ -289,14 +293,14 @@ class DAVPTViT(VisionTransformer):
                                  mode=self.interpolate_mode, num_extra_tokens=1)
         x = self.pre_norm(self.drop_after_pos(x))
 
-        record = self.recording
-        self._taps = {}
+        taps: Dict[int, GuidanceTaps] = {}
         num_prefix = 1
         outs = []
         for i, layer in enumerate(self.layers):
-            x, num_prefix = self._insert_prompts(x, i, num_prefix)
-            if record and i in self.guided_layers:
-                x, self._taps[i] = self._layer_forward(layer, x, num_prefix, True)
+            if prompts:
+                x, num_prefix = self._insert_prompts(x, i, num_prefix)
+            if with_taps and i in self.guided_layers:
+                x, taps[i] = self._layer_forward(layer, x, num_prefix, True)
             elif self.with_cp and self.training and x.requires_grad:
                 x, _ = cp.checkpoint(self._layer_forward, layer, x, num_prefix, False,
                                      use_reentrant=False)
@@ -306,8 +310,7 @@ class DAVPTViT(VisionTransformer):
                 x = self.ln1(x)
             if i in self.out_indices:
                 outs.append(self._format(x, patch_resolution, num_prefix))
-        self._final_tokens = x if record else None
-        return tuple(outs)
+        return tuple(outs), taps, x
 
     def _format(self, x: Tensor, hw: Tuple[int, int], num_prefix: int) -> Tensor:
         if self.out_type == 'raw':
@@ -391,7 +394,3 @@ class DAVPTViT(VisionTransformer):
         self.load_pretrained(cfg['checkpoint'])
         for key, value in self.state_dict().items():  # no "missing keys" for the frozen part
             state_dict.setdefault(prefix + key, value)
-
-    def tunable_parameters(self) -> Dict[str, nn.Parameter]:
-        """The trainable tensors of the backbone, by name."""
-        return {n: p for n, p in self.named_parameters() if p.requires_grad}

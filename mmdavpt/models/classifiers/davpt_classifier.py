@@ -37,15 +37,16 @@ class DAVPTImageClassifier(ImageClassifier):
         return torch.cat([ds.gt_label for ds in data_samples]).to(device)
 
     def loss(self, inputs: Tensor, data_samples: List[DataSample]) -> dict:
-        feats = self.extract_feat(inputs)
-        losses = self.head.loss(feats, data_samples)
         if self.guidance is None:
+            losses = super().loss(inputs, data_samples)
             check_finite_losses(losses)
             return losses
+        # ImageClassifier.loss, with the backbone's guidance taps
+        outs, taps, final = self.backbone.forward_with_taps(inputs)
+        losses = self.head.loss(self.neck(outs) if self.with_neck else outs, data_samples)
         if 'loss' in losses:
             losses['loss_cls'] = losses.pop('loss')
         labels = self._labels(data_samples, inputs.device)
-        taps, final = self.backbone.pop_taps()
         num_patches = next(iter(taps.values())).patch_mhsa.shape[1]
         image_positive = F.one_hot(labels, self.guidance.mapping.num_classes).bool()
         losses.update(self.guidance.losses(taps, labels[:, None].expand(-1, num_patches),
@@ -55,10 +56,17 @@ class DAVPTImageClassifier(ImageClassifier):
         return losses
 
     @torch.no_grad()
-    def mapping_features(self, inputs: Tensor,
-                         data_samples: List[DataSample]) -> Tuple[Tensor, Tensor]:
-        """Features and labels for the class means: the final CLS token of each image."""
-        with self.backbone.record():
-            self.backbone(inputs)
-        _, final = self.backbone.pop_taps()
+    def mapping_features(self, inputs: Tensor, data_samples: List[DataSample],
+                         prompts: bool = True) -> Tuple[Tensor, Tensor]:
+        """Features and labels for the class means: the final CLS token of each image.
+
+        Args:
+            inputs: B x 3 x H x W images (after the data preprocessor).
+            data_samples: their B data samples with ``gt_label``.
+            prompts: ``False`` runs the plain pre-trained backbone (the initial mapping).
+
+        Returns:
+            B x D features and their B labels.
+        """
+        _, _, final = self.backbone.forward_with_taps(inputs, prompts=prompts)
         return final[:, 0], self._labels(data_samples, inputs.device)

@@ -2,38 +2,18 @@
 
 ``L_ML(x, p)`` (:class:`PatchPromptLoss`) pulls each guided prompt towards the samples of the
 classes mapped to it and pushes it from the others; ``L_ML(p, x_cls)`` (:class:`ClsPromptLoss`)
-does the same with the CLS token as the sample. Both take the tensors recorded by
-:class:`~mmdavpt.models.backbones.DAVPTViT` at a guided layer (:class:`GuidanceTaps`).
+does the same with the CLS token as the sample. Both take the taps of a guided layer
+(:class:`~mmdavpt.models.backbones.GuidanceTaps`) that
+:meth:`~mmdavpt.models.backbones.DAVPTViT.forward_with_taps` returns.
 """
-from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmdavpt.models.backbones import GuidanceTaps
 from mmdavpt.registry import register_model
-
-
-@dataclass
-class GuidanceTaps:
-    """What one guided layer records during a training forward pass.
-
-    Shapes: B images, N patch tokens, M guided prompts, D channels.
-
-    Attributes:
-        prompt_query: M x D, the prompts' query projection ``LN(p) W_Q + b_Q``.
-        prompt_raw: M x D, the prompt parameters as inserted (after prompt dropout).
-        cls_query: B x D, the CLS token's query projection.
-        patch_mhsa: B x N x D, the multi-head self-attention output of the patch tokens
-            (after the output projection, before LayerScale and the residual).
-        block_input: B x N x D, the block's input patch tokens (the official code's samples).
-    """
-    prompt_query: Tensor
-    prompt_raw: Tensor
-    cls_query: Tensor
-    patch_mhsa: Tensor
-    block_input: Tensor
 
 
 #: How the positive term of :func:`prompt_anchor_loss` is averaged: ``'present'`` over the
@@ -164,7 +144,7 @@ class PatchPromptLoss(_PromptMetricLoss):
     def forward(self, taps: GuidanceTaps, patch_prompt: Tensor,
                 image_positive: Optional[Tensor] = None) -> Tensor:
         """Args:
-            taps: the guided layer's recordings.
+            taps: the guided layer's taps.
             patch_prompt: B x N long, the prompt of each patch's class, -1 for ignored patches.
             image_positive: B x M bool, the prompts of the classes present in each image (used by
                 the pooled sample sides); derived from ``patch_prompt`` when not given.
@@ -196,7 +176,7 @@ class ClsPromptLoss(_PromptMetricLoss):
 
     def forward(self, taps: GuidanceTaps, image_positive: Tensor) -> Tensor:
         """Args:
-            taps: the guided layer's recordings.
+            taps: the guided layer's taps.
             image_positive: B x M bool, the prompts of the classes of each image.
         """
         return self._loss(taps.cls_query, self._prompts(taps), image_positive)
