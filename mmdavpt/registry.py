@@ -1,11 +1,14 @@
-"""Registration of mmdavpt modules into both OpenMMLab model registries.
+"""Registration of mmdavpt modules into both OpenMMLab model and hook registries.
 
 MMPretrain and MMSeg keep sibling registries (children of MMEngine's root), and a config's
-``default_scope`` decides which one ``type=...`` is looked up in. A DA-VPT module must build from
-either kind of config, so :func:`register_model` registers it in both.
+``default_scope`` decides which one ``type=...`` is looked up in. A DA-VPT module or hook must
+build from either kind of config, so :func:`register_model` and :func:`register_hook` register it
+in both.
 """
 from mmengine.registry import DefaultScope
+from mmpretrain.registry import HOOKS as PRETRAIN_HOOKS
 from mmpretrain.registry import MODELS as PRETRAIN_MODELS
+from mmseg.registry import HOOKS as SEG_HOOKS
 from mmseg.registry import MODELS as SEG_MODELS
 
 
@@ -13,6 +16,13 @@ def register_model(cls: type) -> type:
     """Class decorator: register ``cls`` under its name in MMPretrain's and MMSeg's ``MODELS``."""
     PRETRAIN_MODELS.register_module(module=cls)
     SEG_MODELS.register_module(module=cls)
+    return cls
+
+
+def register_hook(cls: type) -> type:
+    """Class decorator: register ``cls`` under its name in MMPretrain's and MMSeg's ``HOOKS``."""
+    PRETRAIN_HOOKS.register_module(module=cls)
+    SEG_HOOKS.register_module(module=cls)
     return cls
 
 

@@ -1,9 +1,202 @@
-"""Every test runs in a process where ``mmdavpt`` is imported, as the CLIs do: its modules are
-registered and ``torch.load`` (safe mode) accepts the checkpoints mmengine writes."""
+"""Shared test helpers (tests import them from here; no test imports another test module).
+
+Every test runs in a process where ``mmdavpt`` is imported, as the CLIs do: its modules are
+registered and ``torch.load`` (safe mode) accepts the checkpoints mmengine writes. Tiny models and
+data (a few thousand parameters, CPU-fast), the tiny VTAB-style task and its config, the scripts
+of ``tools/`` as modules.
+"""
+import importlib.util
+import os
+import os.path as osp
+import uuid
+from types import ModuleType
+
+import numpy as np
 import torch
+from mmengine.config import Config
+from mmengine.dataset import BaseDataset
+from mmengine.runner import Runner
+from mmpretrain.structures import DataSample
+from PIL import Image
 
 import mmdavpt  # noqa: F401
+from mmdavpt.registry import build_model
 
 # One intra-op thread: the test models are tiny, and on a loaded 2-core machine a second thread
 # makes them much slower, not faster.
 torch.set_num_threads(1)
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TINY_ARCH = dict(embed_dims=32, num_layers=3, num_heads=4, feedforward_channels=64)
+TINY_CLASSES = ('ant', 'bee', 'cat', 'dog', 'eel')
+
+
+def load_tool(relpath: str) -> ModuleType:
+    """A script under ``tools/`` (a path relative to the repository) as a module; ``tools/`` is
+    not a package."""
+    name = 'tool_' + osp.splitext(relpath)[0].replace('/', '_').replace(os.sep, '_')
+    spec = importlib.util.spec_from_file_location(name, osp.join(REPO, relpath))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---- tiny models -----------------------------------------------------------------------------
+def tiny_backbone_cfg(**kwargs) -> dict:
+    cfg = dict(type='DAVPTViT', arch=TINY_ARCH, img_size=32, patch_size=8, num_prompts=3,
+               num_guided_prompts=2)
+    cfg.update(kwargs)
+    return cfg
+
+
+def tiny_classifier_cfg(num_classes: int = 5, guidance: bool = True, **backbone) -> dict:
+    return dict(
+        type='DAVPTImageClassifier',
+        data_preprocessor=dict(type='ClsDataPreprocessor', num_classes=num_classes,
+                               mean=[127.5] * 3, std=[127.5] * 3),
+        backbone=tiny_backbone_cfg(**backbone),
+        neck=None,
+        head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=32,
+                  loss=dict(type='CrossEntropyLoss', loss_weight=1.0)),
+        guidance=dict(loss_xp=dict(type='PatchPromptLoss', loss_weight=0.5),
+                      loss_pcls=dict(type='ClsPromptLoss', loss_weight=0.5),
+                      mapping=dict(seed=0)) if guidance else None)
+
+
+def tiny_seg_model(guidance: bool = True):
+    """A tiny DA-VPT segmentor (4 classes, 32 x 32 inputs)."""
+    return build_model(dict(
+        type='DAVPTEncoderDecoder',
+        data_preprocessor=dict(type='SegDataPreProcessor', mean=[0, 0, 0], std=[1, 1, 1],
+                               size=(32, 32), pad_val=0, seg_pad_val=255),
+        backbone=tiny_backbone_cfg(out_type='featmap', out_indices=(1, 2)),
+        decode_head=dict(type='SETRUPHead', in_channels=32, channels=16, in_index=1,
+                         num_classes=4, num_convs=2, up_scale=2, kernel_size=3,
+                         norm_cfg=dict(type='BN'), align_corners=False,
+                         loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0)),
+        guidance=dict(loss_xp=dict(type='PatchPromptLoss', loss_weight=0.1),
+                      loss_pcls=dict(type='ClsPromptLoss', loss_weight=0.1)) if guidance
+        else None), scope='mmseg')
+
+
+def class_features(C=12, D=8, per_class=5, seed=0, groups=3):
+    """Features (C * per_class x D) and labels of C classes in `groups` well separated
+    clusters."""
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(groups, D, generator=g) * 5
+    feats, labels = [], []
+    for c in range(C):
+        base = centers[c % groups] + 0.3 * torch.randn(D, generator=g)
+        feats.append(base + 0.05 * torch.randn(per_class, D, generator=g))
+        labels.append(torch.full((per_class, ), c))
+    return torch.cat(feats), torch.cat(labels)
+
+
+# ---- tiny data and runs ----------------------------------------------------------------------
+class TinyClsDataset(BaseDataset):
+    """Random 32x32 images whose mean colour depends on the class (learnable, deterministic)."""
+
+    def __init__(self, num_classes: int = 5, per_class: int = 4, seed: int = 0) -> None:
+        self.num_classes = num_classes
+        self.per_class = per_class
+        self.seed = seed
+        super().__init__(lazy_init=False, serialize_data=False)
+
+    def load_data_list(self):
+        rng = np.random.default_rng(self.seed)
+        items = []
+        for c in range(self.num_classes):
+            for _ in range(self.per_class):
+                img = rng.integers(0, 60, (3, 32, 32)) + 40 * c
+                items.append(dict(img=img.astype(np.uint8), label=c))
+        return items
+
+    def prepare_data(self, idx):
+        item = self.get_data_info(idx)
+        return dict(inputs=torch.from_numpy(item['img']),
+                    data_samples=DataSample().set_gt_label(item['label']))
+
+
+def tiny_mapping_runner(work_dir, train_cfg, hook=None, sampler=None, **kwargs) -> Runner:
+    """A Runner of the tiny classifier on :class:`TinyClsDataset` with ``hook`` (default: a
+    ``SemanticMappingHook``) and ``sampler`` (default: a shuffling ``DefaultSampler``)."""
+    # a unique experiment name: Runners built within the same second would share one logger
+    kwargs.setdefault('experiment_name', f'{os.path.basename(work_dir)}-{uuid.uuid4().hex}')
+    return Runner(
+        model=tiny_classifier_cfg(num_classes=5),
+        work_dir=str(work_dir),
+        train_dataloader=dict(dataset=TinyClsDataset(5, per_class=4),
+                              sampler=sampler or dict(type='DefaultSampler', shuffle=True),
+                              batch_size=4, num_workers=0,
+                              collate_fn=dict(type='pseudo_collate')),
+        train_cfg=train_cfg,
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-2, weight_decay=0.01)),
+        custom_hooks=[hook or dict(type='SemanticMappingHook')],
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1),
+                           logger=dict(type='LoggerHook', interval=1)),
+        default_scope='mmpretrain',
+        randomness=dict(seed=0),
+        **kwargs)
+
+
+def write_tiny_vtab(root: str, per_class=None) -> str:
+    """A VTAB-1k-style task of 32x32 PNGs whose colour depends on the class; returns data_root."""
+    per_class = per_class or dict(train800=4, val200=2, test=2)
+    task = osp.join(root, 'tiny_task')
+    rng = np.random.default_rng(0)
+    for split, n in per_class.items():
+        lines = []
+        for c in range(len(TINY_CLASSES)):
+            for i in range(n):
+                rel = f'images/{split}/{c}_{i}.png'
+                img = (rng.integers(0, 60, (32, 32, 3)) + 40 * c).astype(np.uint8)
+                path = osp.join(task, rel)
+                os.makedirs(osp.dirname(path), exist_ok=True)
+                Image.fromarray(img).save(path)
+                lines.append(f'{rel} {c}')
+        with open(osp.join(task, f'{split}.txt'), 'w') as f:
+            f.write('\n'.join(lines) + '\n')
+    with open(osp.join(task, 'classes.txt'), 'w') as f:
+        f.write('\n'.join(TINY_CLASSES) + '\n')
+    return root
+
+
+def write_tiny_config(tmp_path, name: str = 'tiny_davpt.py', max_epochs: int = 2,
+                      guidance: bool = True, **backbone) -> str:
+    """A complete MMPretrain config file: tiny DA-VPT model on the tiny VTAB-style task."""
+    data_root = str(tmp_path / 'data')
+    if not osp.isdir(data_root):
+        write_tiny_vtab(data_root)
+    pipeline = [dict(type='LoadImageFromFileStrict'), dict(type='PackInputs')]
+    dataset = dict(type='VTAB1kDataset', data_root=data_root, task='tiny_task',
+                   pipeline=pipeline)
+
+    def loader(split, shuffle):
+        return dict(batch_size=5, num_workers=0, dataset=dict(**dataset, split=split),
+                    sampler=dict(type='DefaultSampler', shuffle=shuffle))
+
+    cfg = dict(
+        default_scope='mmpretrain',
+        custom_imports=dict(imports=['mmdavpt', 'mmdavpt.datasets'],
+                            allow_failed_imports=False),
+        model=tiny_classifier_cfg(num_classes=len(TINY_CLASSES), guidance=guidance, **backbone),
+        train_dataloader=loader('train800', True),
+        val_dataloader=loader('val200', False),
+        test_dataloader=loader('test', False),
+        val_evaluator=dict(type='Accuracy', topk=(1, )),
+        test_evaluator=dict(type='Accuracy', topk=(1, )),
+        train_cfg=dict(by_epoch=True, max_epochs=max_epochs, val_interval=1),
+        val_cfg=dict(),
+        test_cfg=dict(),
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-2, weight_decay=1e-4)),
+        default_hooks=dict(
+            logger=dict(type='LoggerHook', interval=1),
+            checkpoint=dict(type='CheckpointHook', interval=1, save_best='accuracy/top1',
+                            rule='greater')),
+        custom_hooks=[dict(type='SemanticMappingHook')] if guidance else [],
+        env_cfg=dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo')),
+        randomness=dict(seed=0),
+    )
+    path = str(tmp_path / name)
+    Config(cfg).dump(path)
+    return path

@@ -9,7 +9,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from mmdavpt.models import DAVPTViT
 from mmdavpt.registry import build_model
 
-from _tiny import TINY_ARCH, tiny_backbone_cfg
+from conftest import TINY_ARCH, tiny_backbone_cfg
 
 
 def _plain(**kwargs):
@@ -44,7 +44,9 @@ def test_no_prompts_equals_mmpretrain_vit(layer_scale):
 
 
 def test_arch_presets():
-    s = DAVPTViT(arch='s', img_size=56, num_prompts=0, num_guided_prompts=0)
+    # MMPretrain's arch names keep their meaning: 'dinov2-s' with DINOv2's patches and LayerScale
+    s = DAVPTViT(arch='dinov2-s', patch_size=14, layer_scale_init_value=1e-5, img_size=56,
+                 num_prompts=0, num_guided_prompts=0)
     assert (s.embed_dims, s.num_layers, s.patch_size) == (384, 12, 14)
     assert s.layers[0].attn.gamma1.weight.shape == (384, )  # LayerScale as DINOv2
     b = DAVPTViT(arch='b', img_size=32, num_prompts=0, num_guided_prompts=0)
@@ -54,6 +56,9 @@ def test_arch_presets():
                             layer_scale_init_value=1e-5)
     assert set(ref.state_dict()) == set(s.state_dict()) - {
         f'prompts.{i}' for i in range(12)}
+    with torch.device('meta'):
+        upstream_s = DAVPTViT(arch='s', img_size=32, num_prompts=0, num_guided_prompts=0)
+    assert (upstream_s.embed_dims, upstream_s.num_layers) == (768, 8)  # MMPretrain's 's'
 
 
 def test_prompt_layout_deep_and_shallow():

@@ -7,7 +7,7 @@ from mmseg.models.backbones import VisionTransformer as SegViT
 
 from mmdavpt.models import DAVPTViT
 
-from _tiny import TINY_ARCH
+from conftest import TINY_ARCH
 
 
 def _random(model, seed=0):

@@ -13,13 +13,11 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
-from mmengine.registry import DefaultScope
 from mmengine.runner import Runner, save_checkpoint
 from mmengine.structures import PixelData
 from mmpretrain.models import VisionTransformer
 from mmpretrain.structures import DataSample
 from mmseg.datasets.transforms import LoadAnnotations
-from mmseg.registry import MODELS as SEG_MODELS
 from mmseg.structures import SegDataSample
 from PIL import Image
 
@@ -28,7 +26,7 @@ from mmdavpt.engine.hooks import SemanticMappingHook
 from mmdavpt.engine.hooks.config_guard_hook import ConfigGuardHook  # noqa: F401  (registers)
 from mmdavpt.registry import build_model
 
-from _tiny import TINY_ARCH, tiny_backbone_cfg, tiny_classifier_cfg
+from conftest import TINY_ARCH, tiny_classifier_cfg, tiny_seg_model
 
 NUM_CLASSES = 4
 TASK = 'shapes'
@@ -289,20 +287,8 @@ def test_segmentation_mask_value_outside_the_classes(tmp_path):
         CheckSegLabels(num_classes=11)(results)
 
 
-def _seg_model():
-    with DefaultScope.overwrite_default_scope('mmseg'):
-        return SEG_MODELS.build(dict(
-            type='DAVPTEncoderDecoder',
-            data_preprocessor=dict(type='SegDataPreProcessor', size=(32, 32)),
-            backbone=tiny_backbone_cfg(out_type='featmap', out_indices=(2, )),
-            decode_head=dict(type='FCNHead', in_channels=32, channels=16, num_convs=1,
-                             num_classes=4, loss_decode=dict(type='CrossEntropyLoss')),
-            guidance=dict(loss_xp=dict(type='PatchPromptLoss'),
-                          loss_pcls=dict(type='ClsPromptLoss'))))
-
-
 def test_segmentation_mask_value_reaching_the_model():
-    model = _seg_model()
+    model = tiny_seg_model()
     model.train()
     samples = []
     for value in (0, 7):

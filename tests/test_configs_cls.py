@@ -16,18 +16,13 @@ from mmengine.registry import DefaultScope
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
-from mmdavpt.utils.cli import load_script
+from mmdavpt.utils.params import build_model_on_meta, count_tunable, strip_init_cfg
+
+from conftest import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / 'configs'
-
-
-def _load_tool(rel: str):
-    return load_script(str(ROOT / rel))
-
-
-generator = _load_tool('tools/generate_cls_configs.py')
-results_table = _load_tool('tools/analysis/results_table.py')
+generator = load_tool('tools/generate_cls_configs.py')
 
 
 def _is_mine(path: Path) -> bool:
@@ -77,8 +72,8 @@ def test_generated_configs_up_to_date():
 def test_generator_tables_match_datasets():
     from mmdavpt.datasets import FGVC_DATASETS, VTAB_TASKS
     assert generator.VTAB_TASKS is VTAB_TASKS  # one table, the datasets'
-    assert {k: v[1] for k, v in generator.FGVC_DATASETS.items()} == \
-        {k: v[1] for k, v in FGVC_DATASETS.items()}
+    assert generator.FGVC_DATASETS is FGVC_DATASETS
+    assert set(generator.FGVC_FOLDERS) == set(FGVC_DATASETS)
     assert set(generator.VPT_PROMPTS) == set(VTAB_TASKS) | set(FGVC_DATASETS)
 
 
@@ -130,6 +125,8 @@ def test_protocol(configs):
             ('CosineAnnealingLR', 10, 100, 1e-8), path
         assert cfg.default_hooks.checkpoint.save_best == 'accuracy/top1', path
         assert cfg.default_hooks.checkpoint.rule == 'greater', path
+        assert cfg.default_hooks.config_guard.type == 'ConfigGuardHook', path
+        assert cfg.default_hooks.rng_state.type == 'RNGStateHook', path
         splits = [_dataset(cfg[k]).split for k in
                   ('train_dataloader', 'val_dataloader', 'test_dataloader')]
         train = [t.type for t in _dataset(cfg.train_dataloader).pipeline]
@@ -161,7 +158,7 @@ def test_method_settings(configs):
 
 
 def _model_key(model_cfg: dict) -> str:
-    key = copy.deepcopy(results_table.strip_init_cfg(model_cfg))
+    key = copy.deepcopy(strip_init_cfg(model_cfg))
     key.get('data_preprocessor', {}).pop('mean', None)
     key.get('data_preprocessor', {}).pop('std', None)
     return repr(key)
@@ -204,10 +201,10 @@ def test_models_build_on_meta(configs):
         key = _model_key(cfg.model.to_dict())
         if key in built:
             continue
-        model = results_table.build_model_on_meta(cfg.model, cfg.default_scope)
+        model = build_model_on_meta(cfg.model, scope=cfg.default_scope)
         if path in CLS_FILES or path in DEMO_FILES:
             _expected_tunable(_name_parts(path)[1], model)
-        built[key] = results_table.count_tunable(model)
+        built[key] = count_tunable(model)
     # ViT-B/16 DA-VPT on CIFAR-100: 20 prompts x 11 layers + 10 guided, 768 wide, + the head.
     davpt = configs[CONFIGS / 'classification/davpt/vit-b16-in21k_davpt_vtab-cifar.py']
     assert built[_model_key(davpt.model.to_dict())] == (20 * 11 + 10) * 768 + 768 * 100 + 100
@@ -218,8 +215,9 @@ def test_demo_configs(configs):
     for path in DEMO_FILES:
         cfg = configs[path]
         backbone = cfg.model.backbone
-        assert backbone.arch == 's' and backbone.init_cfg.checkpoint == \
+        assert backbone.arch == 'dinov2-s' and backbone.init_cfg.checkpoint == \
             'checkpoints/vit-s14_imgfocus.pth'
+        assert backbone.patch_size == 14 and backbone.layer_scale_init_value == 1e-5
         assert [_dataset(cfg[k]).split for k in
                 ('train_dataloader', 'val_dataloader', 'test_dataloader')] == \
             ['train800', 'val200', 'test']
@@ -232,7 +230,7 @@ def test_vit_b_davpt_plus_config_trains_a_step(configs):
     """One real ViT-B/16 DA-VPT+ config (weights left out): a training step on two images."""
     cfg = configs[CONFIGS / 'classification/davpt-plus/vit-b16-mae_davpt-plus_vtab-dtd.py']
     with DefaultScope.overwrite_default_scope('mmpretrain'):
-        model = MODELS.build(results_table.strip_init_cfg(cfg.model))
+        model = MODELS.build(strip_init_cfg(cfg.model))
     assert model.guidance.num_prompts == 10 < model.head.num_classes == 47
     model.train()
     data = model.data_preprocessor(

@@ -16,7 +16,9 @@ from mmseg.registry import DATASETS, MODELS, TRANSFORMS
 
 import mmdavpt  # noqa: F401
 import mmdavpt.datasets  # noqa: F401
-from mmdavpt.utils.cli import load_script
+from mmdavpt.utils.params import count_tunable
+
+from conftest import load_tool
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SEG_DIR = osp.join(ROOT, 'configs', 'segmentation')
@@ -31,10 +33,6 @@ UPSTREAM_SETR = osp.join(osp.dirname(mmseg.__file__), '.mim', 'configs', 'setr',
 # Tunable parameters (millions) of the paper's Table 2 (SETR-PUP, ViT-L, ADE20K).
 PAPER_PARAMS = {'linear': 13.1, 'bias': 13.2, 'vpt': 13.6, 'davpt': 13.6, 'davpt-plus': 13.7,
                 'full': 317.3}
-
-
-def _load_tool(relpath: str):
-    return load_script(osp.join(ROOT, relpath))
 
 
 @cache
@@ -58,10 +56,6 @@ def unscoped(value):
     if isinstance(value, (list, tuple)):
         return [unscoped(v) for v in value]
     return value
-
-
-def tunable(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def setr(method: str, suffix: str) -> str:
@@ -118,7 +112,7 @@ def test_table2_methods_tune_what_they_say(suffix):
     full = models['full']
     assert all(p.requires_grad for p in full.parameters())
     if suffix.endswith('ade20k-512x512'):
-        counts = {m: round(tunable(model) / 1e6, 1) for m, model in models.items()}
+        counts = {m: round(count_tunable(model) / 1e6, 1) for m, model in models.items()}
         assert counts == PAPER_PARAMS
 
 
@@ -154,7 +148,7 @@ def test_setr_heads_and_schedule_are_upstreams():
 
 @pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
 def test_single_and_multi_scale_testing(path):
-    test_tool = _load_tool(osp.join('tools', 'test.py'))
+    test_tool = load_tool(osp.join('tools', 'test.py'))
     args = Namespace(cfg_options=None, launcher='none', work_dir='/tmp/x', checkpoint='ckpt.pth',
                      tta=False, out=None)
     plain = test_tool.merge_args(copy.deepcopy(load(path)), args)
@@ -169,6 +163,15 @@ def test_single_and_multi_scale_testing(path):
     init_default_scope('mmseg')
     for transform in tta.test_dataloader.dataset.pipeline:
         TRANSFORMS.build(transform)
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
+def test_runtime_hooks_come_from_the_bases(path):
+    """Every config has the hooks of every mmdavpt run itself (not only through the CLI)."""
+    cfg = load(path)
+    assert cfg.default_hooks.config_guard.type == 'ConfigGuardHook'
+    assert cfg.default_hooks.rng_state.type == 'RNGStateHook'
+    assert not any(h.type in ('ConfigGuardHook', 'RNGStateHook') for h in cfg.custom_hooks)
 
 
 def test_pascal_context_60_has_its_own_tta_pipeline():
@@ -186,7 +189,7 @@ def test_meta_forward_shapes():
 
 
 def test_vit_l_512_batch_2_fits_24_gb_and_checkpointing_saves_memory():
-    seg_memory = _load_tool(osp.join('tools', 'analysis', 'seg_memory.py'))
+    seg_memory = load_tool(osp.join('tools', 'analysis', 'seg_memory.py'))
     sdpa = torch.nn.functional.scaled_dot_product_attention
     config = setr('davpt', DATASET_SUFFIXES[0])
     plain = seg_memory.count_training_memory(config, 512, 2, with_cp=False)

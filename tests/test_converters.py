@@ -14,18 +14,18 @@ import torch
 import torch.nn.functional as F
 
 from mmdavpt.utils.ckpt_convert import (
-    check_vit_keys,
+    compare_state_dicts,
     convert_vit_state_dict,
     detect_vit_layout,
     imgfocus_onnx_path,
     load_vit_state_dict,
     onnx_input_size,
 )
-from mmdavpt.utils.cli import load_script
+
+from conftest import load_tool
 
 D, HEADS, LAYERS, FFN, PATCH, GRID = 32, 4, 2, 64, 8, 4
 IMG = PATCH * GRID
-CONVERTERS = Path(__file__).resolve().parents[1] / 'tools' / 'model_converters'
 
 
 def _random_vit(layer_scale: bool, seed: int = 0) -> dict:
@@ -157,8 +157,8 @@ def _assert_same_output(params: dict, converted: dict, layer_scale: bool) -> Non
                                    atol=1e-5)
 
 
-def _load_script(name: str):
-    return load_script(str(CONVERTERS / f'{name}.py'))
+def _load_converter(name: str):
+    return load_tool(f'tools/model_converters/{name}.py')
 
 
 def _load_output(path: Path) -> dict:
@@ -235,7 +235,7 @@ def test_mocov3_checkpoints(tmp_path):
                                'module.momentum_encoder.cls_token', 'module.predictor.0.weight']
     _assert_same_output(params, converted, layer_scale=False)
 
-    meta = _load_script('mocov3_2mmdavpt').main(
+    meta = _load_converter('mocov3_2mmdavpt').main(
         [str(tmp_path / 'linear-vit-b-300ep.pth.tar'), str(tmp_path / 'out.pth')])
     out = _load_output(tmp_path / 'out.pth')
     assert out['meta'] == meta
@@ -270,7 +270,7 @@ def test_jax_npz(tmp_path):
     torch.testing.assert_close(conv.permute(0, 2, 3, 1), expected, rtol=1e-4, atol=1e-4)
     _assert_same_output(params, converted, layer_scale=False)
 
-    meta = _load_script('vit_jax2mmdavpt').main([str(tmp_path / 'ViT-T_16.npz'),
+    meta = _load_converter('vit_jax2mmdavpt').main([str(tmp_path / 'ViT-T_16.npz'),
                                                  str(tmp_path / 'out.pth')])
     assert meta['source_layout'] == 'jax'
     assert sorted(meta['dropped_keys']) == ['head/bias', 'head/kernel', 'pre_logits/bias',
@@ -316,8 +316,8 @@ def test_mmseg_layout_matches_mmseg_vit():
     no_bias = MMSegViT(img_size=IMG, patch_size=PATCH, embed_dims=D, num_layers=LAYERS,
                        num_heads=HEADS, mlp_ratio=FFN // D, final_norm=True)
     converted = load_vit_state_dict(no_bias.state_dict())
-    missing, unexpected = check_vit_keys(model.state_dict(), converted)
-    assert (missing, unexpected) == (['patch_embed.projection.bias'], [])
+    mismatch = compare_state_dicts(model.state_dict(), converted)
+    assert (mismatch.missing, mismatch.unexpected) == (['patch_embed.projection.bias'], [])
 
 
 @pytest.mark.parametrize('state_dict, message', [
@@ -339,7 +339,7 @@ def test_timm_script_reads_safetensors(tmp_path):
     safetensors = pytest.importorskip('safetensors.torch')
     params = _random_vit(layer_scale=True)
     safetensors.save_file(_timm_state_dict(params), str(tmp_path / 'model.safetensors'))
-    _load_script('timm2mmdavpt').main([str(tmp_path / 'model.safetensors'),
+    _load_converter('timm2mmdavpt').main([str(tmp_path / 'model.safetensors'),
                                        str(tmp_path / 'out.pth')])
     _assert_same_output(params, _load_output(tmp_path / 'out.pth')['state_dict'], layer_scale=True)
 
@@ -347,7 +347,7 @@ def test_timm_script_reads_safetensors(tmp_path):
 def test_timm_script(tmp_path):
     params = _random_vit(layer_scale=True)
     torch.save({'state_dict': _timm_state_dict(params)}, tmp_path / 'timm.pth')
-    meta = _load_script('timm2mmdavpt').main([str(tmp_path / 'timm.pth'),
+    meta = _load_converter('timm2mmdavpt').main([str(tmp_path / 'timm.pth'),
                                               str(tmp_path / 'out.pth')])
     assert meta['layer_scale'] and meta['source_layout'] == 'timm'
     _assert_same_output(params, _load_output(tmp_path / 'out.pth')['state_dict'], layer_scale=True)
@@ -367,7 +367,7 @@ def test_imgfocus_onnx_backbone_matches_onnxruntime(tmp_path):
     import onnxruntime as ort
     from mmpretrain.models import VisionTransformer
 
-    meta = _load_script('imgfocus_onnx2mmdavpt').main([str(tmp_path / 'vit-s14.pth')])
+    meta = _load_converter('imgfocus_onnx2mmdavpt').main([str(tmp_path / 'vit-s14.pth')])
     assert onnx_input_size(onnx_path) == (224, 224)
     assert meta['onnx_input_size'] == [224, 224]
     assert meta['arch'] == {'embed_dims': 384, 'num_layers': 12, 'num_heads': 6,

@@ -14,16 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmdavpt.utils.cli import load_script
+from mmdavpt.datasets import VTAB_GROUPS
+from mmdavpt.utils.workdir import Result, read_work_dir
+
+from conftest import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = 'configs/demo/vit-s14-imgfocus_davpt-plus_animal-mnist-56px.py'
 TASK_DIR = osp.join('animal_mnist_vtab', 'animal_mnist')
 CHECKPOINT = ROOT / 'checkpoints' / 'vit-s14_imgfocus.pth'
-
-
-def _load_results_table():
-    return load_script(str(ROOT / 'tools' / 'analysis' / 'results_table.py'))
 
 
 @pytest.fixture(scope='module')
@@ -69,7 +68,7 @@ def test_demo_train_then_test(tmp_path, demo_assets):
 
     _run(['tools/test.py', CONFIG, str(best), '--work-dir', str(work_dir), '--cfg-options',
           *data, 'test_dataloader.dataset.indices=100'])
-    result = _load_results_table().read_work_dir(str(work_dir))
+    result = read_work_dir(str(work_dir))
     assert result.test_top1 is not None and 0 <= result.test_top1 <= 100
     assert result.selected_by_val and result.best_val_epoch == 1
     assert result.task == 'animal_mnist' and result.row == 'vit-s14-imgfocus_davpt-plus'
@@ -80,13 +79,13 @@ def test_demo_train_then_test(tmp_path, demo_assets):
 
 def test_results_table_means():
     """Group means appear only for complete groups; the tested checkpoint is marked if not best."""
-    table = _load_results_table()
+    table = load_tool('tools/analysis/results_table.py')
     results = []
-    for i, task in enumerate(t for tasks in table.VTAB_GROUPS.values() for t in tasks):
-        results.append(table.Result('w', 'vit-b16-in21k_davpt', task, float(i), 'best_e1.pth',
-                                    None, None, 1_000_000, None))
-    results.append(table.Result('w', 'vit-b16-in21k_davpt', 'cub', 90.0, 'epoch_100.pth', None,
-                                None, 3_000_000, None))
+    for i, task in enumerate(t for tasks in VTAB_GROUPS.values() for t in tasks):
+        results.append(Result('w', 'vit-b16-in21k_davpt', task, float(i), 'best_e1.pth',
+                              None, None, 1_000_000, None))
+    results.append(Result('w', 'vit-b16-in21k_davpt', 'cub', 90.0, 'epoch_100.pth', None,
+                          None, 3_000_000, None))
     header, rows = table.build_table(results)
     row = dict(zip(header, rows[0]))
     assert row['Natural'] == '3.00' and row['Specialized'] == '8.50'  # tasks 0-6, 7-10

@@ -14,7 +14,7 @@ from mmengine.runner import Runner
 
 from mmdavpt.datasets import demo_data, prepare_demo_data
 
-from _tiny import TINY_ARCH
+from conftest import TINY_ARCH
 
 DEMO_CFG = osp.join(osp.dirname(__file__), '..', 'configs', 'demo',
                     'vit-s14-imgfocus_davpt_animal-mnist-56px.py')

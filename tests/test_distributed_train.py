@@ -21,7 +21,7 @@ from mmengine.runner import Runner
 from mmdavpt.engine.hooks.mapping_hook import read_remap_history
 from mmdavpt.engine.hooks.rng_state_hook import RNGStateHook  # noqa: F401  (registers it)
 
-from _tiny import TinyClsDataset, tiny_classifier_cfg
+from conftest import TinyClsDataset, tiny_classifier_cfg
 
 GLOBAL_BATCH = 4
 EPOCHS = 2

@@ -22,7 +22,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from mmdavpt.utils import CPUAmpOptimWrapper, mmengine_safe_globals
-from mmdavpt.utils.cli import load_script
+
+from conftest import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -350,10 +351,6 @@ def test_cpu_amp_optim_wrapper_autocasts_to_bfloat16():
     assert model(torch.randn(3, 4)).dtype == torch.float32
 
 
-def _load_tool(name: str):
-    return load_script(str(ROOT / 'tools' / f'{name}.py'))
-
-
 def _merged(tool, monkeypatch, argv):
     monkeypatch.setattr(sys, 'argv', ['prog', *argv])
     args = tool.parse_args()
@@ -361,7 +358,7 @@ def _merged(tool, monkeypatch, argv):
 
 
 def test_train_cli_merges_args_per_scope(monkeypatch, tmp_path):
-    train = _load_tool('train')
+    train = load_tool('tools/train.py')
     cfg = _merged(train, monkeypatch, [VIT_CFG, '--amp', '--resume'])
     amp = 'AmpOptimWrapper' if torch.cuda.is_available() else 'CPUAmpOptimWrapper'
     assert cfg.optim_wrapper.type == amp
@@ -392,7 +389,7 @@ def test_train_cli_merges_args_per_scope(monkeypatch, tmp_path):
 
 
 def test_test_cli_tta_and_out_per_scope(monkeypatch, tmp_path):
-    test = _load_tool('test')
+    test = load_tool('tools/test.py')
     cfg = _merged(test, monkeypatch, [SETR_CFG, 'ck.pth', '--tta', '--out', str(tmp_path)])
     assert cfg.load_from == 'ck.pth'
     assert cfg.model.type == 'SegTTAModel' and cfg.model.module.type == 'EncoderDecoder'

@@ -7,7 +7,7 @@ from mmseg.structures import SegDataSample
 from mmdavpt.models import patch_labels_from_mask
 from mmdavpt.registry import build_model
 
-from _tiny import tiny_backbone_cfg, tiny_classifier_cfg
+from conftest import tiny_classifier_cfg, tiny_seg_model
 
 
 def test_patch_labels_majority_and_ignore():
@@ -73,23 +73,8 @@ def test_guidance_needs_guided_prompts():
         build_model(tiny_classifier_cfg(num_guided_prompts=0))
 
 
-def _seg_model(guidance=True):
-    return build_model(dict(
-        type='DAVPTEncoderDecoder',
-        data_preprocessor=dict(type='SegDataPreProcessor', mean=[0, 0, 0], std=[1, 1, 1],
-                               size=(32, 32), pad_val=0, seg_pad_val=255),
-        backbone=tiny_backbone_cfg(out_type='featmap', out_indices=(1, 2)),
-        decode_head=dict(type='SETRUPHead', in_channels=32, channels=16, in_index=1,
-                         num_classes=4, num_convs=2, up_scale=2, kernel_size=3,
-                         norm_cfg=dict(type='BN'), align_corners=False,
-                         loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0)),
-        guidance=dict(loss_xp=dict(type='PatchPromptLoss', loss_weight=0.1),
-                      loss_pcls=dict(type='ClsPromptLoss', loss_weight=0.1)) if guidance
-        else None), scope='mmseg')
-
-
 def test_segmentor_uses_patch_majority_labels():
-    model = _seg_model()
+    model = tiny_seg_model()
     model.train()
     masks = torch.randint(0, 4, (2, 1, 32, 32))
     masks[1, :, :16] = 255

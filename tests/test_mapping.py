@@ -4,22 +4,12 @@ import torch
 
 from mmdavpt.models import SemanticMapping
 
-
-def _class_features(C=12, D=8, per_class=5, seed=0, groups=3):
-    """Features of C classes in `groups` well separated clusters."""
-    g = torch.Generator().manual_seed(seed)
-    centers = torch.randn(groups, D, generator=g) * 5
-    feats, labels = [], []
-    for c in range(C):
-        base = centers[c % groups] + 0.3 * torch.randn(D, generator=g)
-        feats.append(base + 0.05 * torch.randn(per_class, D, generator=g))
-        labels.append(torch.full((per_class, ), c))
-    return torch.cat(feats), torch.cat(labels)
+from conftest import class_features
 
 
 def _mapped(C=12, M=3, seed=0, data_seed=0):
     m = SemanticMapping(C, M, 8, seed=seed)
-    m.accumulate(*_class_features(C, seed=data_seed))
+    m.accumulate(*class_features(C, seed=data_seed))
     result = m.remap()
     return m, result
 
@@ -38,7 +28,7 @@ def test_kmeans_groups_similar_classes_and_is_deterministic():
 
 def test_fewer_classes_than_prompts_get_their_own_prompt():
     m = SemanticMapping(3, 5, 8)
-    m.accumulate(*_class_features(C=3))
+    m.accumulate(*class_features(C=3))
     m.remap()
     assert m.class_to_prompt.tolist() == [0, 1, 2]
 
@@ -46,7 +36,7 @@ def test_fewer_classes_than_prompts_get_their_own_prompt():
 def test_unseen_classes_keep_their_prompt_and_warm_start():
     m, _ = _mapped()
     before = m.class_to_prompt.clone()
-    feats, labels = _class_features(seed=0)
+    feats, labels = class_features(seed=0)
     keep = labels < 9  # classes 9, 10, 11 are not seen this epoch
     m.accumulate(feats[keep] + 0.01, labels[keep])
     result = m.remap()
@@ -56,7 +46,7 @@ def test_unseen_classes_keep_their_prompt_and_warm_start():
 
 def test_first_mapping_needs_enough_classes():
     m = SemanticMapping(12, 5, 8)
-    feats, labels = _class_features()
+    feats, labels = class_features()
     keep = labels < 3
     m.accumulate(feats[keep], labels[keep])
     with pytest.raises(ValueError, match='only 3 of 12 classes'):
@@ -71,7 +61,7 @@ def test_labels_out_of_range_raise():
 
 def test_state_dict_round_trip_restores_the_mapping():
     m, _ = _mapped()
-    m.accumulate(*_class_features(seed=1))
+    m.accumulate(*class_features(seed=1))
     state = {k: v.clone() for k, v in m.state_dict().items()}
     assert {'class_to_prompt', 'centroids', 'class_sum', 'class_count', 'num_remaps'} <= set(state)
     fresh = SemanticMapping(12, 3, 8)
@@ -100,6 +90,6 @@ def test_kmeans_runs_on_one_thread(monkeypatch):
 
     monkeypatch.setattr(KMeans, 'fit', recording_fit)
     m, _ = _mapped()
-    m.accumulate(*_class_features())
+    m.accumulate(*class_features())
     m.remap()  # warm start
     assert len(seen) == 2 and all(set(pools.values()) == {1} for pools in seen), seen

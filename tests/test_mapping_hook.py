@@ -12,28 +12,7 @@ from mmengine.runner import Runner
 from mmdavpt.engine.hooks.mapping_hook import REMAP_HISTORY_FILE, read_remap_history
 from mmdavpt.models import SemanticMapping
 
-from _tiny import TinyClsDataset, tiny_classifier_cfg
-from test_mapping import _class_features
-
-
-def _runner(work_dir, train_cfg, hook=None, sampler=None, **kwargs):
-    # a unique experiment name: Runners built within the same second would share one logger
-    kwargs.setdefault('experiment_name', f'{os.path.basename(work_dir)}-{uuid.uuid4().hex}')
-    return Runner(
-        model=tiny_classifier_cfg(num_classes=5),
-        work_dir=str(work_dir),
-        train_dataloader=dict(dataset=TinyClsDataset(5, per_class=4),
-                              sampler=sampler or dict(type='DefaultSampler', shuffle=True),
-                              batch_size=4, num_workers=0,
-                              collate_fn=dict(type='pseudo_collate')),
-        train_cfg=train_cfg,
-        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-2, weight_decay=0.01)),
-        custom_hooks=[hook or dict(type='SemanticMappingHook')],
-        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1),
-                           logger=dict(type='LoggerHook', interval=1)),
-        default_scope='mmpretrain',
-        randomness=dict(seed=0),
-        **kwargs)
+from conftest import class_features, tiny_mapping_runner, tiny_seg_model
 
 
 def _remap_lines(runner):
@@ -46,7 +25,7 @@ def _steps(history):
 
 
 def test_hook_epoch_based_remaps_after_every_epoch(tmp_path):
-    runner = _runner(tmp_path, dict(by_epoch=True, max_epochs=2))
+    runner = tiny_mapping_runner(tmp_path, dict(by_epoch=True, max_epochs=2))
     runner.train()
     mapping = runner.model.guidance.mapping
     assert int(mapping.num_remaps) == 3  # initial + 2 epochs
@@ -73,7 +52,7 @@ def test_hook_epoch_based_remaps_after_every_epoch(tmp_path):
     ckpt = torch.load(tmp_path / 'epoch_2.pth', map_location='cpu', weights_only=False)
     assert torch.equal(ckpt['state_dict']['guidance.mapping.class_to_prompt'],
                        mapping.class_to_prompt)
-    resumed = _runner(tmp_path / 'resumed', dict(by_epoch=True, max_epochs=3),
+    resumed = tiny_mapping_runner(tmp_path / 'resumed', dict(by_epoch=True, max_epochs=3),
                       resume=True, load_from=str(tmp_path / 'epoch_2.pth'))
     resumed.train()
     lines = _remap_lines(resumed)
@@ -83,7 +62,7 @@ def test_hook_epoch_based_remaps_after_every_epoch(tmp_path):
 
 
 def test_hook_iter_based_remaps_every_interval(tmp_path):
-    runner = _runner(tmp_path, dict(by_epoch=False, max_iters=6, val_interval=100),
+    runner = tiny_mapping_runner(tmp_path, dict(by_epoch=False, max_iters=6, val_interval=100),
                      hook=dict(type='SemanticMappingHook', interval=2, images_per_class=2))
     runner.train()
     lines = _remap_lines(runner)
@@ -108,7 +87,7 @@ def test_remap_history_errors_name_the_file_and_line(tmp_path):
 def test_initial_pass_is_one_pass_of_the_train_config_with_an_infinite_sampler(tmp_path):
     """MMSeg's iteration-based configs train from an InfiniteSampler: the initial pass still
     sees every sample once, in batches of the train dataloader's batch size."""
-    runner = _runner(tmp_path, dict(by_epoch=False, max_iters=1, val_interval=100),
+    runner = tiny_mapping_runner(tmp_path, dict(by_epoch=False, max_iters=1, val_interval=100),
                      sampler=dict(type='InfiniteSampler', shuffle=True))
     hook = runner._hooks[[type(h).__name__ for h in runner._hooks].index('SemanticMappingHook')]
     model, mapping = runner.model, runner.model.guidance.mapping
@@ -130,7 +109,7 @@ def test_initial_pass_is_one_pass_of_the_train_config_with_an_infinite_sampler(t
 
 
 def test_images_per_class_caps_the_initial_pass(tmp_path):
-    runner = _runner(tmp_path, dict(by_epoch=True, max_epochs=1),
+    runner = tiny_mapping_runner(tmp_path, dict(by_epoch=True, max_epochs=1),
                      hook=dict(type='SemanticMappingHook', images_per_class=1))
     hook = runner._hooks[[type(h).__name__ for h in runner._hooks].index('SemanticMappingHook')]
     seen = []
@@ -155,7 +134,7 @@ def _free_port():
 def _dist_worker(rank, world, port, out_dir):
     torch_dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
                                   world_size=world)
-    feats, labels = _class_features(C=12, per_class=6)
+    feats, labels = class_features(C=12, per_class=6)
     mapping = SemanticMapping(12, 3, 8, seed=rank)  # different seeds: rank 0 must win
     shard = torch.arange(len(labels)) % world == rank
     mapping.accumulate(feats[shard], labels[shard])
@@ -170,7 +149,7 @@ def test_two_process_gloo_ranks_hold_the_same_mapping(tmp_path):
     assert torch.equal(r0['class_to_prompt'], r1['class_to_prompt'])
     assert torch.equal(r0['centroids'], r1['centroids'])
     single = SemanticMapping(12, 3, 8, seed=0)
-    single.accumulate(*_class_features(C=12, per_class=6))
+    single.accumulate(*class_features(C=12, per_class=6))
     single.remap()
     assert torch.equal(single.class_to_prompt, r0['class_to_prompt'])
     torch.testing.assert_close(single.centroids, r0['centroids'])
@@ -187,7 +166,6 @@ def test_initial_pass_pads_segmentation_crops_of_different_sizes():
 
     from mmdavpt.engine.hooks import SemanticMappingHook
 
-    from test_guidance import _seg_model
 
     def item(h, w, label):
         sample = SegDataSample()
@@ -197,7 +175,7 @@ def test_initial_pass_pads_segmentation_crops_of_different_sizes():
                     data_samples=sample)
 
     data = [item(32, 24, 0), item(24, 32, 1), item(32, 32, 2), item(16, 32, 3)]
-    model = _seg_model()
+    model = tiny_seg_model()
     train_cfg = dict(dataset=data, batch_size=2, sampler=dict(type='InfiniteSampler'),
                      collate_fn=dict(type='pseudo_collate'))
     runner = SimpleNamespace(

@@ -12,7 +12,7 @@ from mmengine.runner import Runner
 
 from mmdavpt.engine.hooks.mapping_hook import REMAP_HISTORY_FILE, RemapRecord
 
-from test_search import TINY_CLASSES, load_tool, one_thread, write_tiny_config  # noqa: F401
+from conftest import TINY_CLASSES, load_tool, write_tiny_config
 
 mr = load_tool('tools/analysis/mapping_report.py')
 

@@ -9,7 +9,6 @@ import yaml
 from mmengine.config import Config
 
 from mmdavpt.models.losses import ClsPromptLoss, PatchPromptLoss
-from mmdavpt.utils.cli import load_script
 from mmdavpt.utils.official_config import (
     OFFICIAL_ARGS,
     format_config,
@@ -17,11 +16,13 @@ from mmdavpt.utils.official_config import (
     read_official_config,
     translate_official_config,
 )
+from mmdavpt.utils.params import build_model_on_meta
+
+from conftest import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / 'tests/fixtures/official_davpt'
-convert = load_script(str(ROOT / 'tools/convert_official_config.py'))
-results_table = load_script(str(ROOT / 'tools/analysis/results_table.py'))
+convert = load_tool('tools/convert_official_config.py')
 
 
 def translate(name, **kwargs):
@@ -171,7 +172,7 @@ def test_cli_writes_a_loadable_config_and_never_overwrites(tmp_path, capsys):
     assert cfg.train_dataloader.dataset.dataset_name == 'cub'
     assert cfg.optim_wrapper.clip_grad == dict(type='value', clip_value=10.)
     assert [h.type for h in cfg.custom_hooks] == ['SemanticMappingHook']
-    model = results_table.build_model_on_meta(cfg.model, cfg.default_scope)
+    model = build_model_on_meta(cfg.model, scope=cfg.default_scope)
     assert model.guidance.loss_xp.positive_norm == 'all'
     assert model.backbone.guided_layers == [10, 11]
 

@@ -16,14 +16,13 @@ from mmpretrain.structures import DataSample
 
 from mmdavpt.models.losses import ClsPromptLoss, PatchPromptLoss, prompt_anchor_loss
 from mmdavpt.registry import build_model
-from mmdavpt.utils.cli import load_script
+from mmdavpt.utils.params import build_model_on_meta
 
-from _tiny import TinyClsDataset, tiny_classifier_cfg
+from conftest import TinyClsDataset, tiny_classifier_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL_METHOD = ROOT / 'configs/classification/_base_/methods/davpt-plus_official.py'
 OFFICIAL_DEMO = ROOT / 'configs/demo/vit-s14-imgfocus_davpt-plus-official_animal-mnist-56px.py'
-results_table = load_script(str(ROOT / 'tools/analysis/results_table.py'))
 
 
 def loop_loss(samples, prompts, positive, margin, temperature, positive_norm):
@@ -159,7 +158,7 @@ def test_inert_key_bias_share_of_the_demo_davpt_plus_parameters():
     """docs/official_recipe.md: 4,608 of the demo DA-VPT+'s 36,490 tunable parameters."""
     demo = ROOT / 'configs/demo/vit-s14-imgfocus_davpt-plus_animal-mnist-56px.py'
     cfg = Config.fromfile(str(demo), import_custom_modules=False)
-    model = results_table.build_model_on_meta(cfg.model, cfg.default_scope)
+    model = build_model_on_meta(cfg.model, scope=cfg.default_scope)
     tunable = {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
     inert = sum(v for n, v in tunable.items() if n.endswith('k_bias_delta'))
     assert inert == 12 * 384 and sum(tunable.values()) == 36490

@@ -9,7 +9,7 @@ from mmengine.runner import Runner
 from mmdavpt.engine.hooks.mapping_hook import read_remap_history
 from mmdavpt.engine.hooks.rng_state_hook import RNGStateHook  # noqa: F401  (registers it)
 
-from _tiny import TinyClsDataset, tiny_classifier_cfg
+from conftest import TinyClsDataset, tiny_classifier_cfg
 
 MAX_EPOCHS = 3
 CRASH_AFTER = 1  # epochs

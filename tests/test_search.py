@@ -1,98 +1,13 @@
 import logging
-import os
 import os.path as osp
 
-import numpy as np
 import optuna
 import pytest
-import torch
 from mmengine.config import Config
-from PIL import Image
 
 from mmdavpt.search import Objective, build_pruner, default_metric, parse_param, parse_space
-from mmdavpt.utils.cli import load_script
 
-from _tiny import tiny_classifier_cfg
-
-TINY_CLASSES = ('ant', 'bee', 'cat', 'dog', 'eel')
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: a second intra-op thread only adds contention on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def load_tool(relpath: str):
-    """A script under tools/ as a module."""
-    return load_script(osp.join(REPO, relpath))
-
-
-def write_tiny_vtab(root: str, per_class=None) -> str:
-    """A VTAB-1k-style task of 32x32 PNGs whose colour depends on the class; returns data_root."""
-    per_class = per_class or dict(train800=4, val200=2, test=2)
-    task = osp.join(root, 'tiny_task')
-    rng = np.random.default_rng(0)
-    for split, n in per_class.items():
-        lines = []
-        for c in range(len(TINY_CLASSES)):
-            for i in range(n):
-                rel = f'images/{split}/{c}_{i}.png'
-                img = (rng.integers(0, 60, (32, 32, 3)) + 40 * c).astype(np.uint8)
-                path = osp.join(task, rel)
-                os.makedirs(osp.dirname(path), exist_ok=True)
-                Image.fromarray(img).save(path)
-                lines.append(f'{rel} {c}')
-        with open(osp.join(task, f'{split}.txt'), 'w') as f:
-            f.write('\n'.join(lines) + '\n')
-    with open(osp.join(task, 'classes.txt'), 'w') as f:
-        f.write('\n'.join(TINY_CLASSES) + '\n')
-    return root
-
-
-def write_tiny_config(tmp_path, name: str = 'tiny_davpt.py', max_epochs: int = 2,
-                      guidance: bool = True, **backbone) -> str:
-    """A complete MMPretrain config file: tiny DA-VPT model on the tiny VTAB-style task."""
-    data_root = str(tmp_path / 'data')
-    if not osp.isdir(data_root):
-        write_tiny_vtab(data_root)
-    pipeline = [dict(type='LoadImageFromFileStrict'), dict(type='PackInputs')]
-    dataset = dict(type='VTAB1kDataset', data_root=data_root, task='tiny_task',
-                   pipeline=pipeline)
-
-    def loader(split, shuffle):
-        return dict(batch_size=5, num_workers=0, dataset=dict(**dataset, split=split),
-                    sampler=dict(type='DefaultSampler', shuffle=shuffle))
-
-    cfg = dict(
-        default_scope='mmpretrain',
-        custom_imports=dict(imports=['mmdavpt', 'mmdavpt.datasets'],
-                            allow_failed_imports=False),
-        model=tiny_classifier_cfg(num_classes=len(TINY_CLASSES), guidance=guidance, **backbone),
-        train_dataloader=loader('train800', True),
-        val_dataloader=loader('val200', False),
-        test_dataloader=loader('test', False),
-        val_evaluator=dict(type='Accuracy', topk=(1, )),
-        test_evaluator=dict(type='Accuracy', topk=(1, )),
-        train_cfg=dict(by_epoch=True, max_epochs=max_epochs, val_interval=1),
-        val_cfg=dict(),
-        test_cfg=dict(),
-        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-2, weight_decay=1e-4)),
-        default_hooks=dict(
-            logger=dict(type='LoggerHook', interval=1),
-            checkpoint=dict(type='CheckpointHook', interval=1, save_best='accuracy/top1',
-                            rule='greater')),
-        custom_hooks=[dict(type='SemanticMappingHook')] if guidance else [],
-        env_cfg=dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo')),
-        randomness=dict(seed=0),
-    )
-    path = str(tmp_path / name)
-    Config(cfg).dump(path)
-    return path
+from conftest import load_tool, write_tiny_config
 
 
 # ---- the space -----------------------------------------------------------------------------

@@ -10,8 +10,7 @@ from mmpretrain.structures import DataSample
 
 from mmdavpt.registry import build_model
 
-from _tiny import TINY_ARCH, tiny_classifier_cfg
-from test_mapping_hook import _runner
+from conftest import TINY_ARCH, tiny_classifier_cfg, tiny_mapping_runner
 
 
 @pytest.fixture
@@ -61,7 +60,7 @@ def test_round_trip_through_runner_and_plain_load(tmp_path, pretrained):
 
 
 def _runner_with(work_dir, pretrained_path):
-    runner = _runner(work_dir, dict(by_epoch=True, max_epochs=1),
+    runner = tiny_mapping_runner(work_dir, dict(by_epoch=True, max_epochs=1),
                      hook=dict(type='SemanticMappingHook'))
     runner.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=pretrained_path)
     runner.register_hook(dict(type='TunedOnlyCheckpointHook'))

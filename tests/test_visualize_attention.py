@@ -9,8 +9,7 @@ from mmpretrain.registry import MODELS
 import mmdavpt  # noqa: F401
 from mmdavpt.models import DAVPTViT
 
-from _tiny import tiny_backbone_cfg
-from test_search import TINY_CLASSES, load_tool, one_thread, write_tiny_config  # noqa: F401
+from conftest import TINY_CLASSES, load_tool, tiny_backbone_cfg, write_tiny_config
 
 va = load_tool('tools/analysis/visualize_attention.py')
 

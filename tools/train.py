@@ -6,18 +6,21 @@ Mirrors ``tools/train.py`` of MMPretrain 1.2.0 and MMSeg 1.2.2; the config's ``d
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--cfg-options k=v ...]
 """
 import argparse
-import logging
-import os
+from typing import List, Optional
 
-import torch
-from mmengine.config import Config, ConfigDict, DictAction
-from mmengine.logging import print_log
+from mmengine.config import Config
 
 import mmdavpt  # noqa: F401  registers mmdavpt's modules and the torch.load allowlist
-from mmdavpt.utils.cli import apply_common_args, build_runner, ensure_hooks
+from mmdavpt.utils.cli import (
+    add_common_args,
+    build_runner,
+    merge_train_args,
+    parse_common_args,
+)
+from mmdavpt.utils.workdir import check_work_dir_owner, run_name
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Train an MMPretrain or MMSeg model')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
@@ -28,78 +31,28 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--allow-config-change', action='store_true',
         help='with --resume: resume even if the model or training data of the config differ '
-        'from those of the run that saved the checkpoint (ConfigGuardHook)')
+        'from those of the run that saved the checkpoint (ConfigGuardHook), or if the work '
+        "dir holds another config's checkpoints")
     parser.add_argument(
         '--amp', action='store_true',
         help='automatic mixed precision: float16 with loss scaling on GPU, bfloat16 on CPU')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override settings of the config, key=value pairs such as '
-        'train_cfg.max_iters=100 or key="[a,b]"')
-    parser.add_argument(
-        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
-        help='job launcher')
-    # torch.distributed launchers pass --local-rank (torch >= 2.0) or --local_rank.
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
-
-
-def enable_amp(cfg: Config) -> None:
-    """Switch ``cfg.optim_wrapper`` to mixed precision for the available device."""
-    wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-    if wrapper in ('AmpOptimWrapper', 'CPUAmpOptimWrapper'):
-        print_log('AMP training is already enabled in your config.', logger='current',
-                  level=logging.WARNING)
-        return
-    assert wrapper == 'OptimWrapper', (
-        f'--amp needs optim_wrapper.type OptimWrapper, but the config has {wrapper}')
-    if torch.cuda.is_available():
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-    else:  # mmengine's AmpOptimWrapper refuses CPU; see mmdavpt.utils.compat
-        cfg.optim_wrapper.type = 'CPUAmpOptimWrapper'
-
-
-def set_mmpretrain_dataloader_defaults(cfg: Config) -> None:
-    """MMPretrain's tools fill these in; its configs rely on ``default_collate``. Pinned memory
-    only with CUDA and persistent workers only with workers (both are errors/warnings otherwise)."""
-    for field in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        if cfg.get(field) is None:
-            continue
-        loader = ConfigDict(pin_memory=torch.cuda.is_available(),
-                            collate_fn=dict(type='default_collate'),
-                            persistent_workers=cfg[field].get('num_workers', 0) > 0)
-        loader.update(cfg[field])
-        cfg[field] = loader
+    add_common_args(parser, example='train_cfg.max_iters=100')
+    return parse_common_args(parser, argv)
 
 
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     """Apply the command line to the config (CLI > config > defaults)."""
-    scope = apply_common_args(cfg, args)
-    if args.amp:
-        enable_amp(cfg)
-    if args.resume == 'auto':
-        cfg.resume = True
-        cfg.load_from = None
-    elif args.resume is not None:
-        cfg.resume = True
-        cfg.load_from = args.resume
-    if scope == 'mmpretrain':
-        set_mmpretrain_dataloader_defaults(cfg)
-    # --resume refuses a checkpoint of another config and continues the random draws of the
-    # interrupted run (docs/distributed.md)
-    guard = dict(type='ConfigGuardHook')
-    if args.allow_config_change:
-        guard['allow_config_change'] = True
-    ensure_hooks(cfg, [guard, dict(type='RNGStateHook')])
-    return cfg
+    return merge_train_args(cfg, work_dir=args.work_dir, cfg_options=args.cfg_options,
+                            launcher=args.launcher, amp=args.amp, resume=args.resume,
+                            allow_config_change=args.allow_config_change)
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: Optional[List[str]] = None) -> None:
+    args = parse_args(argv)
     cfg = merge_args(Config.fromfile(args.config), args)
+    if not (cfg.get('resume') and args.allow_config_change):
+        # a second config trained into this work dir would overwrite the first's checkpoints
+        check_work_dir_owner(cfg.work_dir, name=run_name(cfg))
     build_runner(cfg).train()
 
 

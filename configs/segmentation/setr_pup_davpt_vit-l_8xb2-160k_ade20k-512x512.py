@@ -5,11 +5,10 @@
 # Single scale: tools/test.py CONFIG CKPT; multi-scale (0.5-1.75) + flip: add --tta.
 _base_ = [
     './_base_/models/setr_pup_davpt_vit-l.py', 'mmseg::_base_/datasets/ade20k.py',
-    'mmseg::_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_160k.py'
+    'mmseg::_base_/default_runtime.py', './_base_/schedules/schedule_160k.py'
 ]
 crop_size = (512, 512)
 num_classes = 150
-norm_cfg = dict(type='SyncBN', requires_grad=True)
 data_preprocessor = dict(size=crop_size)
 model = dict(
     data_preprocessor=data_preprocessor,
@@ -17,20 +16,7 @@ model = dict(
     decode_head=dict(num_classes=num_classes),
     # upstream's ADE20K auxiliary heads on layers 9, 14 and 19
     auxiliary_head=[
-        dict(
-            type='SETRUPHead',
-            in_channels=1024,
-            channels=256,
-            in_index=i,
-            num_classes=num_classes,
-            dropout_ratio=0,
-            norm_cfg=norm_cfg,
-            act_cfg=dict(type='ReLU'),
-            num_convs=2,
-            kernel_size=3,
-            align_corners=False,
-            loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4))
-        for i in range(3)
+        dict(_base_.setr_aux_head, in_index=i, num_classes=num_classes) for i in range(3)
     ],
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)))
 

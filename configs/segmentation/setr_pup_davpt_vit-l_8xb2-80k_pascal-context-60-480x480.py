@@ -7,11 +7,10 @@
 # Single scale: tools/test.py CONFIG CKPT; multi-scale (0.5-1.75) + flip: add --tta.
 _base_ = [
     './_base_/models/setr_pup_davpt_vit-l.py', './_base_/datasets/pascal_context_60.py',
-    'mmseg::_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_80k.py'
+    'mmseg::_base_/default_runtime.py', './_base_/schedules/schedule_80k.py'
 ]
 crop_size = (480, 480)
 num_classes = 60
-norm_cfg = dict(type='SyncBN', requires_grad=True)
 data_preprocessor = dict(size=crop_size)
 model = dict(
     data_preprocessor=data_preprocessor,
@@ -19,20 +18,7 @@ model = dict(
     decode_head=dict(num_classes=num_classes),
     # upstream's ADE20K SETR-PUP auxiliary heads on layers 9, 14 and 19
     auxiliary_head=[
-        dict(
-            type='SETRUPHead',
-            in_channels=1024,
-            channels=256,
-            in_index=i,
-            num_classes=num_classes,
-            dropout_ratio=0,
-            norm_cfg=norm_cfg,
-            act_cfg=dict(type='ReLU'),
-            num_convs=2,
-            kernel_size=3,
-            align_corners=False,
-            loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4))
-        for i in range(3)
+        dict(_base_.setr_aux_head, in_index=i, num_classes=num_classes) for i in range(3)
     ],
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(320, 320)))
 

@@ -5,17 +5,6 @@
 _base_ = ['./setr_pup_davpt_vit-l_8xb2-80k_pascal-context-59-480x480.py']
 model = dict(
     guidance=None,  # DAVPTEncoderDecoder without guidance is MMSeg's EncoderDecoder
-    backbone=dict(
-        _delete_=True,
-        type='mmpretrain.VisionTransformer',
-        arch='l',
-        img_size=(480, 480),
-        patch_size=16,
-        out_indices=(9, 14, 19, 23),
-        out_type='featmap',
-        final_norm=False,
-        interpolate_mode='bilinear',
-        drop_rate=0.,
-        init_cfg=dict(type='Pretrained', checkpoint={{_base_.vit_checkpoint}})))
+    backbone=dict(_base_.setr_full_backbone, _delete_=True, img_size=_base_.crop_size))
 custom_hooks = []
 optim_wrapper = dict(paramwise_cfg=dict(custom_keys=dict(_delete_=True, head=dict(lr_mult=10.))))

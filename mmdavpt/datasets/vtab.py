@@ -29,7 +29,10 @@ VTAB_TASKS: Dict[str, Tuple[str, int]] = {
     'smallnorb_azi': ('structured', 18),
     'smallnorb_ele': ('structured', 9),
 }
-VTAB_GROUPS = ('natural', 'specialized', 'structured')
+#: VTAB group -> its tasks, in the usual column order.
+VTAB_GROUPS: Dict[str, Tuple[str, ...]] = {
+    group: tuple(t for t, (g, _) in VTAB_TASKS.items() if g == group)
+    for group in ('natural', 'specialized', 'structured')}
 VTAB_SPLITS = ('train800', 'val200', 'train800val200', 'test')
 TRAIN_SPLITS = ('train800', 'train800val200')
 # 800 (or 1000) random training images cannot cover 397 classes: in the standard split some

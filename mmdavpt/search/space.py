@@ -59,7 +59,9 @@ class SearchParam:
         return trial.suggest_float(self.name, self.low, self.high, log=self.kind == 'loguniform')
 
 
-def _literal(text: str) -> Any:
+def _parse_value(text: str) -> Any:
+    """A Python literal written in a space spec (``3``, ``'adamw'``, ``(1, 2)``), else the text
+    itself."""
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
@@ -81,7 +83,7 @@ def parse_param(spec: str) -> SearchParam:
     if kind not in KINDS:
         raise ValueError(f'{spec!r}: unknown kind {kind!r}; choose from {KINDS}')
     if kind == 'choice':
-        choices = tuple(_literal(v.strip()) for v in args.split(',') if v.strip())
+        choices = tuple(_parse_value(v.strip()) for v in args.split(',') if v.strip())
         if not choices:
             raise ValueError(f'{spec!r}: choice needs values, e.g. choice:5,10,20')
         return SearchParam(name, key, kind, choices=choices)

@@ -392,7 +392,7 @@ def load_vit_state_dict(checkpoint: str | os.PathLike | Mapping,
     See ``read_checkpoint`` for the file formats and ``convert_vit_state_dict`` for the layouts.
     The dropped keys are logged to the current MMEngine logger; call ``convert_vit_state_dict``
     directly to get them. Whether every key of a model was filled is left to the caller
-    (``check_vit_keys``).
+    (``compare_state_dicts``).
     """
     from mmengine.logging import print_log
 
@@ -405,11 +405,49 @@ def load_vit_state_dict(checkpoint: str | os.PathLike | Mapping,
     return state_dict
 
 
-def check_vit_keys(model_keys: Iterable[str],
-                   loaded_keys: Iterable[str]) -> tuple[list[str], list[str]]:
-    """``(missing, unexpected)``: model keys the checkpoint does not fill, and the reverse."""
-    model_keys, loaded_keys = set(model_keys), set(loaded_keys)
-    return sorted(model_keys - loaded_keys), sorted(loaded_keys - model_keys)
+@dataclass
+class KeyMismatch:
+    """How a state dict differs from a model's: keys the model has that it lacks (``missing``),
+    keys the model does not have (``unexpected``), and ``'key (checkpoint shape) vs (model
+    shape)'`` for keys of both whose shapes differ (``shapes``); all sorted. False when they
+    match."""
+    missing: list[str]
+    unexpected: list[str]
+    shapes: list[str]
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.unexpected or self.shapes)
+
+    def describe(self, limit: int = 8) -> str:
+        """``'2 missing keys: [...]; 1 unexpected keys: [...]'``, at most ``limit`` of each."""
+        parts = []
+        for what, items in (('missing keys', self.missing), ('unexpected keys', self.unexpected),
+                            ('shape mismatches (checkpoint vs model)', self.shapes)):
+            if items:
+                parts.append(f'{len(items)} {what}: {items[:limit]}'
+                             f'{" ..." if len(items) > limit else ""}')
+        return '; '.join(parts)
+
+
+def compare_state_dicts(model_state: Mapping[str, Tensor], loaded: Mapping[str, object], *,
+                        allowed_missing: Iterable[str] = (),
+                        shape_exempt: Iterable[str] = ()) -> KeyMismatch:
+    """The one key check of mmdavpt: how ``loaded`` (a checkpoint's state dict) differs from
+    ``model_state`` (``model.state_dict()``).
+
+    Args:
+        model_state: the model's tensors by key.
+        loaded: the checkpoint's values by key; values without ``shape`` are not shape-checked.
+        allowed_missing: model keys the checkpoint need not have (e.g. tensors filled elsewhere).
+        shape_exempt: keys whose shapes may differ (e.g. a position embedding resized on load).
+    """
+    allowed, exempt = set(allowed_missing), set(shape_exempt)
+    missing = sorted(set(model_state) - set(loaded) - allowed)
+    unexpected = sorted(set(loaded) - set(model_state))
+    shapes = [f'{k} {tuple(loaded[k].shape)} vs {tuple(model_state[k].shape)}'
+              for k in sorted(set(loaded) & set(model_state) - exempt)
+              if hasattr(loaded[k], 'shape') and loaded[k].shape != model_state[k].shape]
+    return KeyMismatch(missing, unexpected, shapes)
 
 
 def vit_arch_info(state_dict: Mapping[str, Tensor]) -> dict:

@@ -2,44 +2,142 @@
 command line into a config and a runner (MMPretrain's and MMSeg's tools, merged)."""
 import argparse
 import importlib
-import importlib.util
+import logging
+import os
 import os.path as osp
-from types import ModuleType
-from typing import Sequence
+from typing import Optional, Sequence
 
-from mmengine.config import Config
+import torch
+from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 SCOPES = ('mmpretrain', 'mmseg')
+#: The hooks every mmdavpt run has: ``default_hooks`` entries of the runtime bases
+#: (configs/_base_/default_runtime_cls.py, configs/segmentation/_base_/); ``--resume`` refuses a
+#: checkpoint of another config and continues the random draws of the interrupted run.
+RUNTIME_HOOKS = {'config_guard': 'ConfigGuardHook', 'rng_state': 'RNGStateHook'}
 
 
-def apply_common_args(cfg: Config, args: argparse.Namespace) -> str:
-    """``--cfg-options``, ``--launcher`` and ``--work-dir`` (CLI > config > ``work_dirs/NAME``);
-    returns the config's ``default_scope``, which must be one of :data:`SCOPES`."""
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+def add_common_args(parser: argparse.ArgumentParser, *, example: str) -> None:
+    """``--cfg-options`` (``example``: a key=value pair for its help), ``--launcher`` and the
+    ``--local-rank`` that torch.distributed launchers pass."""
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help=f'override settings of the config, key=value pairs such as {example} or '
+        'key="[a,b]"')
+    parser.add_argument(
+        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+        help='job launcher')
+    # torch.distributed launchers pass --local-rank (torch >= 2.0) or --local_rank.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse_common_args(parser: argparse.ArgumentParser,
+                      argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse the command line; ``LOCAL_RANK`` defaults to ``--local-rank``."""
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def apply_common_args(cfg: Config, *, work_dir: Optional[str] = None,
+                      cfg_options: Optional[dict] = None, launcher: str = 'none') -> str:
+    """``--cfg-options``, ``--launcher`` and ``--work-dir`` (CLI > config >
+    ``work_dirs/<config name>``); returns the config's ``default_scope``, which must be one of
+    :data:`SCOPES`."""
+    if cfg_options is not None:
+        cfg.merge_from_dict(cfg_options)
     scope = cfg.get('default_scope')
     if scope not in SCOPES:
         raise ValueError(f'default_scope must be one of {SCOPES}, got {scope!r}')
-    cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
+    cfg.launcher = launcher
+    if work_dir is not None:
+        cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+        if not cfg.filename:
+            raise ValueError('a config not read from a file needs a work_dir')
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(cfg.filename))[0])
     return scope
 
 
 def ensure_hooks(cfg: Config, hooks: Sequence[dict]) -> None:
-    """Add each hook to ``cfg.custom_hooks`` unless one of its type is listed; the keys given
-    besides ``type`` are also set on a listed one."""
+    """Make sure the run has each hook: one of its type listed in ``cfg.default_hooks`` or
+    ``cfg.custom_hooks`` gets the keys given besides ``type``; a missing one is added to
+    ``cfg.custom_hooks``, with an INFO log (configs that do not inherit mmdavpt's runtime bases,
+    e.g. those composed from upstream's bases only)."""
     custom = list(cfg.get('custom_hooks') or [])
+    listed_hooks = [h for h in (cfg.get('default_hooks') or {}).values() if h] + custom
     for hook in hooks:
-        listed = [h for h in custom if h.get('type') == hook['type']]
+        listed = [h for h in listed_hooks if h.get('type') == hook['type']]
         for h in listed:
             h.update({k: v for k, v in hook.items() if k != 'type'})
         if not listed:
+            print_log(f"{hook['type']} added to custom_hooks: the config does not list it "
+                      "(mmdavpt's runtime bases have it in default_hooks)", logger='current',
+                      level=logging.INFO)
             custom.append(dict(hook))
     cfg.custom_hooks = custom
+
+
+def enable_amp(cfg: Config) -> None:
+    """Switch ``cfg.optim_wrapper`` to mixed precision for the available device."""
+    wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+    if wrapper in ('AmpOptimWrapper', 'CPUAmpOptimWrapper'):
+        print_log('AMP training is already enabled in your config.', logger='current',
+                  level=logging.WARNING)
+        return
+    assert wrapper == 'OptimWrapper', (
+        f'--amp needs optim_wrapper.type OptimWrapper, but the config has {wrapper}')
+    if torch.cuda.is_available():
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    else:  # mmengine's AmpOptimWrapper refuses CPU; see mmdavpt.utils.compat
+        cfg.optim_wrapper.type = 'CPUAmpOptimWrapper'
+
+
+def set_mmpretrain_dataloader_defaults(cfg: Config) -> None:
+    """MMPretrain's tools fill these in; its configs rely on ``default_collate``. Pinned memory
+    only with CUDA and persistent workers only with workers (both are errors/warnings otherwise)."""
+    for field in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        if cfg.get(field) is None:
+            continue
+        loader = ConfigDict(pin_memory=torch.cuda.is_available(),
+                            collate_fn=dict(type='default_collate'),
+                            persistent_workers=cfg[field].get('num_workers', 0) > 0)
+        loader.update(cfg[field])
+        cfg[field] = loader
+
+
+def merge_train_args(cfg: Config, *, work_dir: Optional[str] = None,
+                     cfg_options: Optional[dict] = None, launcher: str = 'none',
+                     amp: bool = False, resume: Optional[str] = None,
+                     allow_config_change: bool = False) -> Config:
+    """Apply the options of ``tools/train.py`` to a config (CLI > config > defaults).
+
+    Args:
+        cfg: the config, changed in place and returned.
+        work_dir, cfg_options, launcher: see :func:`apply_common_args`.
+        amp: mixed precision (:func:`enable_amp`).
+        resume: ``'auto'`` (the latest checkpoint of the work dir) or a checkpoint path.
+        allow_config_change: ``ConfigGuardHook(allow_config_change=True)``.
+    """
+    scope = apply_common_args(cfg, work_dir=work_dir, cfg_options=cfg_options, launcher=launcher)
+    if amp:
+        enable_amp(cfg)
+    if resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif resume is not None:
+        cfg.resume = True
+        cfg.load_from = resume
+    if scope == 'mmpretrain':
+        set_mmpretrain_dataloader_defaults(cfg)
+    guard = dict(type=RUNTIME_HOOKS['config_guard'])
+    if allow_config_change:
+        guard['allow_config_change'] = True
+    ensure_hooks(cfg, [guard, dict(type=RUNTIME_HOOKS['rng_state'])])
+    return cfg
 
 
 def build_runner(cfg: Config) -> Runner:
@@ -47,13 +145,3 @@ def build_runner(cfg: Config) -> Runner:
     if 'runner_type' not in cfg:
         return Runner.from_cfg(cfg)
     return importlib.import_module(f'{cfg.default_scope}.registry').RUNNERS.build(cfg)
-
-
-def load_script(path: str) -> ModuleType:
-    """A script of ``tools/`` as a module (``tools/`` is not a package), e.g. for one tool to use
-    another's functions."""
-    name = 'mmdavpt_tools_' + osp.splitext(osp.basename(path))[0]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

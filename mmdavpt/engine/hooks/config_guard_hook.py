@@ -6,10 +6,10 @@ from typing import Dict, List, Sequence, Tuple
 from mmengine.hooks import Hook
 from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.runner import BaseLoop, find_latest_checkpoint
-from mmpretrain.registry import HOOKS as PRETRAIN_HOOKS
-from mmseg.registry import HOOKS as SEG_HOOKS
 
 from mmdavpt.engine.hooks.tuned_only_checkpoint_hook import frozen_backbone_keys
+from mmdavpt.registry import register_hook
+from mmdavpt.utils.ckpt_convert import compare_state_dicts
 
 #: Config sections that must be the same when a run is resumed: what is trained, on what data.
 DEFAULT_KEYS = ('model', 'train_dataloader.dataset', 'train_dataloader.batch_size')
@@ -27,21 +27,21 @@ class _Absent:
 ABSENT = _Absent()
 
 
-def _literal(node: ast.AST) -> object:
+def _node_value(node: ast.AST) -> object:
     """The value of a config expression: literals, containers and ``dict(k=v)``; anything else
     (a lambda, a name) is kept as its source text. Nothing is executed."""
     if isinstance(node, ast.Constant):
         return node.value
     if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
-        return [_literal(e) for e in node.elts]
+        return [_node_value(e) for e in node.elts]
     if isinstance(node, ast.Dict) and None not in node.keys:
-        return {_literal(k): _literal(v) for k, v in zip(node.keys, node.values)}
+        return {_node_value(k): _node_value(v) for k, v in zip(node.keys, node.values)}
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
             node.func.id == 'dict' and not node.args and all(k.arg for k in node.keywords):
-        return {k.arg: _literal(k.value) for k in node.keywords}
+        return {k.arg: _node_value(k.value) for k in node.keywords}
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)) and \
             isinstance(node.operand, ast.Constant):
-        return _literal(node.operand) * (-1 if isinstance(node.op, ast.USub) else 1)
+        return _node_value(node.operand) * (-1 if isinstance(node.op, ast.USub) else 1)
     return ast.unparse(node)
 
 
@@ -52,7 +52,7 @@ def parse_pretty_text(text: str) -> Dict[str, object]:
     for stmt in ast.parse(text).body:
         if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and \
                 isinstance(stmt.targets[0], ast.Name):
-            out[stmt.targets[0].id] = _literal(stmt.value)
+            out[stmt.targets[0].id] = _node_value(stmt.value)
     return out
 
 
@@ -106,6 +106,7 @@ def _short(value: object, width: int = 60) -> str:
     return text if len(text) <= width else text[:width - 3] + '...'
 
 
+@register_hook
 class ConfigGuardHook(Hook):
     """Refuse to resume from, or test, a checkpoint that does not belong to the run.
 
@@ -186,26 +187,13 @@ class ConfigGuardHook(Hook):
         state = {k[len('module.'):] if k.startswith('module.') else k: v
                  for k, v in state.items()}
         own = model.state_dict()
-        allowed_missing = frozen_backbone_keys(model) if checkpoint.get('meta', {}).get(
+        allowed_missing = set(frozen_backbone_keys(model)) if checkpoint.get('meta', {}).get(
             'davpt_tuned_only') else set()
-        missing = sorted(k for k in set(own) - set(state) - allowed_missing
-                         if not k.endswith('num_batches_tracked'))
-        unexpected = sorted(set(state) - set(own))
-        shapes = [f'{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}'
-                  for k in sorted(set(state) & set(own))
-                  if hasattr(state[k], 'shape') and state[k].shape != own[k].shape]
-        if not (missing or unexpected or shapes):
+        allowed_missing |= {k for k in own if k.endswith('num_batches_tracked')}
+        mismatch = compare_state_dicts(own, state, allowed_missing=allowed_missing)
+        if not mismatch:
             return
-        parts = []
-        for what, items in (('missing keys', missing), ('unexpected keys', unexpected),
-                            ('shape mismatches (checkpoint vs model)', shapes)):
-            if items:
-                parts.append(f'{len(items)} {what}: {items[:8]}'
-                             f'{" ..." if len(items) > 8 else ""}')
         raise KeyError(f'{self._source(runner)} does not match the model '
-                       f'{type(model).__name__} of this config: ' + '; '.join(parts) +
+                       f'{type(model).__name__} of this config: ' + mismatch.describe() +
                        '. Use the config the checkpoint was trained with.')
 
-
-PRETRAIN_HOOKS.register_module(module=ConfigGuardHook)
-SEG_HOOKS.register_module(module=ConfigGuardHook)

@@ -7,8 +7,8 @@ import torch
 from mmengine.dist import all_gather_object, get_dist_info
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.runner import IterBasedTrainLoop
-from mmpretrain.registry import HOOKS as PRETRAIN_HOOKS
-from mmseg.registry import HOOKS as SEG_HOOKS
+
+from mmdavpt.registry import register_hook
 
 #: Key of the RNG states in a checkpoint.
 CHECKPOINT_KEY = 'rng_state'
@@ -41,6 +41,7 @@ def set_rng_state(state: Dict[str, object]) -> None:
         torch.cuda.set_rng_state(state['cuda'])
 
 
+@register_hook
 class RNGStateHook(Hook):
     """Keep the random draws of a resumed run the same as those of an uninterrupted one.
 
@@ -157,6 +158,3 @@ class RNGStateHook(Hook):
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         self._restore(runner)
 
-
-PRETRAIN_HOOKS.register_module(module=RNGStateHook)
-SEG_HOOKS.register_module(module=RNGStateHook)

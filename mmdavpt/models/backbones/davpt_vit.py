@@ -54,11 +54,12 @@ class DAVPTViT(VisionTransformer):
     """Vision Transformer with VPT prompts and DA-VPT guidance.
 
     Args:
-        arch: ``'s'`` (DINOv2 ViT-S/14 with LayerScale, MMPretrain's ``dinov2-s``), ``'b'``
-            (ViT-B/16), ``'l'`` (ViT-L/16), any other MMPretrain ViT arch name, or a dict.
+        arch: an MMPretrain ViT arch name (``'b'``: ViT-B, ``'l'``: ViT-L, ``'dinov2-s'``: the
+            DINOv2 ViT-S, which also needs ``patch_size=14, layer_scale_init_value=1e-5``), or a
+            dict.
         img_size: input size the position embedding is laid out for.
-        patch_size: patch size; ``None`` takes the arch's (14 for ``'s'``, else 16).
-        layer_scale_init_value: ``None`` takes the arch's (LayerScale for ``'s'`` only).
+        patch_size: patch size; ``None`` takes a dict arch's ``patch_size``, else 16.
+        layer_scale_init_value: ``None`` takes a dict arch's ``layer_scale_init_value``, else 0.
         out_type: ``'cls_token'`` (B x D, as MMPretrain's ViT), ``'featmap'`` (B x D x H x W
             per ``out_indices``, CLS and prompts removed, as MMSeg's ViT), ``'avg_featmap'``,
             or ``'raw'`` (B x L x D with CLS and prompts).
@@ -75,14 +76,6 @@ class DAVPTViT(VisionTransformer):
     All parameters except the prompts, the tuned biases and (optionally) the CLS token are frozen,
     and the frozen modules stay in eval mode while training (no dropout, no drop-path).
     """
-
-    arch_zoo = {
-        **VisionTransformer.arch_zoo,
-        's': dict(embed_dims=384, num_layers=12, num_heads=6, feedforward_channels=1536,
-                  patch_size=14, layer_scale_init_value=1e-5),
-        'b': dict(embed_dims=768, num_layers=12, num_heads=12, feedforward_channels=3072),
-        'l': dict(embed_dims=1024, num_layers=24, num_heads=16, feedforward_channels=4096),
-    }
 
     def __init__(self,
                  arch: Union[str, dict] = 'b',

@@ -15,7 +15,6 @@ from torch import Tensor, nn
 from mmdavpt.models.backbones import GuidanceTaps
 from mmdavpt.registry import register_model
 
-
 #: How the positive term of :func:`prompt_anchor_loss` is averaged: ``'present'`` over the
 #: prompts with a positive sample in the batch (paper Eq. 4), ``'all'`` over all M prompts (the
 #: official code, ``models/criterion.py``: ``pos_s.mean()`` with the empty prompts set to 0).

@@ -14,6 +14,14 @@ _base_ = ['mmseg::_base_/models/setr_pup.py']
 
 custom_imports = dict(imports=['mmdavpt'], allow_failed_imports=False)
 vit_checkpoint = 'checkpoints/vit-l16_in21k_mmdavpt.pth'
+# What the heads get, as from upstream's SETR-PUP ViT-L (also the full fine-tuning backbone's).
+setr_vit_features = dict(
+    patch_size=16,
+    out_indices=(9, 14, 19, 23),
+    out_type='featmap',
+    final_norm=False,
+    interpolate_mode='bilinear',
+    drop_rate=0.)
 
 model = dict(
     type='DAVPTEncoderDecoder',
@@ -26,12 +34,7 @@ model = dict(
         type='DAVPTViT',
         arch='l',
         img_size=(512, 512),
-        patch_size=16,
-        out_indices=(9, 14, 19, 23),
-        out_type='featmap',
-        final_norm=False,
-        interpolate_mode='bilinear',
-        drop_rate=0.,
+        **setr_vit_features,
         num_prompts=20,
         guided_layers=(-1, ),
         num_guided_prompts=10,
@@ -46,6 +49,30 @@ model = dict(
         loss_xp=dict(type='PatchPromptLoss', loss_weight=0.1),
         loss_pcls=dict(type='ClsPromptLoss', loss_weight=0.1),
         mapping=dict(seed=0)))
+
+# Upstream's ADE20K SETR-PUP auxiliary head (setr_vit-l_pup_8xb2-160k_ade20k-512x512.py); each
+# dataset config puts one on layers 9, 14 and 19 (in_index 0-2) with its number of classes:
+#     auxiliary_head=[dict(_base_.setr_aux_head, in_index=i, num_classes=num_classes)
+#                     for i in range(3)]
+setr_aux_head = dict(
+    type='SETRUPHead',
+    in_channels=1024,
+    channels=256,
+    dropout_ratio=0,
+    norm_cfg=dict(type='SyncBN', requires_grad=True),
+    act_cfg=dict(type='ReLU'),
+    num_convs=2,
+    kernel_size=3,
+    align_corners=False,
+    loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4))
+
+# Full fine-tuning (configs/segmentation/setr_pup_full_*.py): MMPretrain's VisionTransformer with
+# the same weights and features as the DAVPTViT above; the configs add their img_size.
+setr_full_backbone = dict(
+    type='mmpretrain.VisionTransformer',
+    arch='l',
+    **setr_vit_features,
+    init_cfg=dict(type='Pretrained', checkpoint=vit_checkpoint))
 
 # Initial mapping from the frozen backbone, then a remap every `interval` iterations (the dataset
 # configs set it to about one epoch).
