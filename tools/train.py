@@ -3,18 +3,28 @@
 Mirrors ``tools/train.py`` of MMPretrain 1.2.0 and MMSeg 1.2.2; the config's ``default_scope``
 ('mmpretrain' or 'mmseg') picks the upstream behaviour where the two differ.
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--cfg-options k=v ...]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT|auto]] [--amp]
+                          [--cfg-options k=v ...]
+
+``--resume`` alone continues the latest checkpoint of the work dir and fails if there is none
+(upstream's tools then silently start from scratch; ask for that with ``--resume auto``).
 """
 import argparse
 import logging
 import os
+from typing import Optional
 
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.logging import print_log
+from mmengine.runner import find_latest_checkpoint
 
 import mmdavpt  # noqa: F401  registers mmdavpt's modules and the torch.load allowlist
 from mmdavpt.utils.cli import apply_common_args, build_runner, ensure_hooks
+
+
+#: ``--resume`` without a value: the latest checkpoint of the work dir, an error if there is none.
+LATEST = 'latest'
 
 
 def parse_args() -> argparse.Namespace:
@@ -22,9 +32,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(
-        '--resume', nargs='?', type=str, const='auto',
-        help='resume from this checkpoint; without a path, from the latest checkpoint in the '
-        'work dir')
+        '--resume', nargs='?', type=str, const=LATEST,
+        help='resume from this checkpoint; without a value, from the latest checkpoint in the '
+        'work dir, which must exist; "auto": from the latest checkpoint if there is one, else '
+        'train from scratch (MMPretrain\'s and MMSeg\'s plain --resume)')
     parser.add_argument(
         '--allow-config-change', action='store_true',
         help='with --resume: resume even if the model or training data of the config differ '
@@ -75,17 +86,38 @@ def set_mmpretrain_dataloader_defaults(cfg: Config) -> None:
         cfg[field] = loader
 
 
+def resume_checkpoint(resume: str, work_dir: str) -> Optional[str]:
+    """The checkpoint ``--resume`` names: ``cfg.load_from`` for ``resume=True``.
+
+    ``'auto'`` -> None (MMEngine then resumes from the latest checkpoint of ``work_dir`` if there
+    is one, else trains from scratch); :data:`LATEST` -> the latest checkpoint of ``work_dir``;
+    anything else is a checkpoint path or URL (MMEngine names it if it does not exist).
+
+    Raises:
+        FileNotFoundError: :data:`LATEST` and ``work_dir`` has no checkpoint.
+    """
+    if resume == 'auto':
+        return None
+    if resume == LATEST:
+        latest = find_latest_checkpoint(work_dir)
+        if latest is None:
+            raise FileNotFoundError(
+                f'--resume: the work dir {work_dir} has no checkpoint to resume from (no '
+                f'last_checkpoint file there). Pass the work dir of the run to continue '
+                f'(--work-dir), a checkpoint (--resume CKPT), "--resume auto" to train from '
+                f'scratch when there is none, or drop --resume.')
+        return latest
+    return resume
+
+
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     """Apply the command line to the config (CLI > config > defaults)."""
     scope = apply_common_args(cfg, args)
     if args.amp:
         enable_amp(cfg)
-    if args.resume == 'auto':
+    if args.resume is not None:
         cfg.resume = True
-        cfg.load_from = None
-    elif args.resume is not None:
-        cfg.resume = True
-        cfg.load_from = args.resume
+        cfg.load_from = resume_checkpoint(args.resume, cfg.work_dir)
     if scope == 'mmpretrain':
         set_mmpretrain_dataloader_defaults(cfg)
     # --resume refuses a checkpoint of another config and continues the random draws of the
@@ -100,7 +132,11 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
 def main() -> None:
     args = parse_args()
     cfg = merge_args(Config.fromfile(args.config), args)
-    build_runner(cfg).train()
+    runner = build_runner(cfg)
+    if args.resume == 'auto' and find_latest_checkpoint(cfg.work_dir) is None:
+        runner.logger.warning(f'--resume auto: no checkpoint in the work dir {cfg.work_dir}; '
+                              f'training from scratch')
+    runner.train()
 
 
 if __name__ == '__main__':

@@ -13,6 +13,10 @@ from mmdavpt.engine.hooks.tuned_only_checkpoint_hook import frozen_backbone_keys
 
 #: Config sections that must be the same when a run is resumed: what is trained, on what data.
 DEFAULT_KEYS = ('model', 'train_dataloader.dataset', 'train_dataloader.batch_size')
+#: Config sections whose values a resumed run takes from the checkpoint, not from the config:
+#: MMEngine restores the optimizer's parameter groups (lr, momentum, weight decay, ... as set by
+#: ``optimizer`` and ``paramwise_cfg``) and every parameter scheduler's state.
+RESTORED_KEYS = ('optim_wrapper.optimizer', 'optim_wrapper.paramwise_cfg', 'param_scheduler')
 #: Shown in the messages: how to override from the command line.
 OVERRIDE = '--allow-config-change (ConfigGuardHook(allow_config_change=True))'
 
@@ -101,26 +105,58 @@ def config_differences(saved: Dict[str, object], current: Dict[str, object],
     return diffs
 
 
+def _param_group_values(state: object, name: str) -> List[object]:
+    """``name`` of every parameter group in an optimizer (wrapper) state dict, also nested
+    (``OptimWrapperDict``: one state per optimizer)."""
+    if not isinstance(state, dict):
+        return []
+    if isinstance(state.get('param_groups'), list):
+        return [g[name] for g in state['param_groups'] if name in g]
+    return [v for sub in state.values() for v in _param_group_values(sub, name)]
+
+
+def _check_not_empty(dataloader, split: str) -> None:
+    """Raise, naming where the data was looked for, if the dataloader's dataset is empty (the
+    samplers would fail later with a division by zero or an empty index list)."""
+    dataset = dataloader.dataset
+    if len(dataset) > 0:
+        return
+    inner = dataset
+    while not hasattr(inner, 'ann_file') and hasattr(inner, 'dataset'):
+        inner = inner.dataset  # RepeatDataset, ClassBalancedDataset, ...
+    where = ', '.join(f'{k}={getattr(inner, k)!r}' for k in ('data_root', 'ann_file',
+                                                              'data_prefix') if hasattr(inner, k))
+    raise ValueError(f'the {split} dataset {type(dataset).__name__} is empty ({where or "no '
+                     f'paths"}): no sample was found. Check these paths against the prepared '
+                     f'data (docs/data_and_weights.md).')
+
+
 def _short(value: object, width: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= width else text[:width - 3] + '...'
 
 
 class ConfigGuardHook(Hook):
-    """Refuse to resume from, or test, a checkpoint that does not belong to the run.
+    """Refuse to resume from, or test, a checkpoint that does not belong to the run, and data
+    paths that find no data.
 
     - On ``resume`` (``tools/train.py --resume``), the config saved in the checkpoint's meta
       (MMEngine writes ``meta['cfg']``) is compared with the current one on ``keys``: the model
       and the training data by default. Continuing a DA-VPT run with, e.g., another number of
       prompts or another dataset would load mismatched prompts, mapping and optimiser state, so
       the differing keys are named and the run stops. Extending the schedule (``max_epochs``),
-      logging, validation and paths outside ``keys`` may change freely.
+      logging, validation and paths outside ``keys`` may change freely. Changed optimizer and
+      scheduler settings (:data:`RESTORED_KEYS`, e.g. the learning rate) are not refused but do
+      not take effect, as MMEngine restores them from the checkpoint: a WARNING names them,
+      old -> new, and the learning rates actually in effect.
     - On resume, and when a checkpoint is loaded for testing or validation (``tools/test.py``),
       its state dict must match the model: every key present with the same shape, except the
       frozen backbone weights of a tuned-only checkpoint (``TunedOnlyCheckpointHook``), which come
       from the backbone's ``init_cfg``. MMEngine itself only warns, and tests a half-loaded model.
       A warm start (``load_from`` without ``resume``, in training) is not checked: loading part of
       a checkpoint (another head, say) is what it is for.
+    - Before training, validation and testing, the dataset of the loop must not be empty; the
+      error names its ``data_root``, ``ann_file`` and ``data_prefix``.
 
     Args:
         keys: dotted config keys compared on resume.
@@ -136,6 +172,15 @@ class ConfigGuardHook(Hook):
         self.keys = tuple(keys)
         self.ignore_keys = tuple(ignore_keys)
         self.allow_config_change = allow_config_change
+
+    def before_train(self, runner) -> None:
+        _check_not_empty(runner.train_dataloader, 'training')
+
+    def before_val(self, runner) -> None:
+        _check_not_empty(runner.val_dataloader, 'validation')
+
+    def before_test(self, runner) -> None:
+        _check_not_empty(runner.test_dataloader, 'test')
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         # ``runner._resume`` and the loop attributes are set by Runner.__init__ / train() / test()
@@ -164,6 +209,7 @@ class ConfigGuardHook(Hook):
                                   f'be read ({e}): the configs are not compared')
             return
         current = parse_pretty_text(current_text)
+        self._warn_restored_settings(runner, saved, current, checkpoint)
         diffs = config_differences(saved, current, self.keys, self.ignore_keys)
         if not diffs:
             return
@@ -177,6 +223,23 @@ class ConfigGuardHook(Hook):
             return
         raise ValueError(msg + f' Resume with the config of that run, start a new work_dir, or '
                          f'pass {OVERRIDE} to resume anyway.')
+
+    def _warn_restored_settings(self, runner, saved: Dict[str, object],
+                                current: Dict[str, object], checkpoint: dict) -> None:
+        """Warn that changed optimizer / scheduler settings do not take effect on resume."""
+        diffs = config_differences(saved, current, RESTORED_KEYS, self.ignore_keys)
+        if not diffs:
+            return
+        shown = '; '.join(f'{k}: {_short(a)} -> {_short(b)}' for k, a, b in diffs[:12])
+        more = f' (and {len(diffs) - 12} more)' if len(diffs) > 12 else ''
+        lrs = sorted(set(_param_group_values(checkpoint.get('optimizer', {}), 'lr')))
+        runner.logger.warning(
+            f'--resume: {len(diffs)} optimizer/schedule setting(s) differ from the run that saved '
+            f'{self._source(runner)} (checkpoint -> now): {shown}{more}. MMEngine restores the '
+            f'optimizer state and the parameter schedulers from the checkpoint, so the '
+            f"checkpoint's values stay in effect, not the new ones: learning rate(s) of the "
+            f"checkpoint's parameter groups {lrs}. To train with the new settings, start a new "
+            f'work_dir with load_from=CHECKPOINT (weights only) instead of --resume.')
 
     def _check_state_dict(self, runner, checkpoint: dict) -> None:
         model = runner.model
