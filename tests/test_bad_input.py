@@ -23,7 +23,7 @@ from mmseg.registry import MODELS as SEG_MODELS
 from mmseg.structures import SegDataSample
 from PIL import Image
 
-from mmdavpt.datasets import CheckSegLabels, ImageDecodeError
+from mmdavpt.datasets import CheckSegMask, ImageDecodeError
 from mmdavpt.engine.hooks import SemanticMappingHook
 from mmdavpt.engine.hooks.config_guard_hook import ConfigGuardHook  # noqa: F401  (registers)
 from mmdavpt.registry import build_model
@@ -283,10 +283,10 @@ def test_segmentation_mask_value_outside_the_classes(tmp_path):
     os.makedirs(osp.dirname(path))
     Image.fromarray(mask).save(path)
     results = LoadAnnotations()(dict(seg_map_path=path, reduce_zero_label=False,
-                                      seg_fields=[]))
+                                      seg_fields=[], ori_shape=(8, 8)))
     with pytest.raises(ValueError, match=r'mask .*ann/m\.png has label values outside \[0, 11\) '
                        r'that are not ignore_index=255: 11 \(1 px\)'):
-        CheckSegLabels(num_classes=11)(results)
+        CheckSegMask(num_classes=11)(results)
 
 
 def _seg_model():

@@ -1,16 +1,16 @@
 """Datasets and transforms; importing this module registers them.
 
 MMPretrain: ``VPTFGVCDataset``, ``VTAB1kDataset``, ``LoadImageFromFileStrict``.
-MMSeg: ``AnimalMNISTSegDataset``, ``CheckSegLabels``, ``LoadImageFromFileStrict``.
+MMSeg: ``AnimalMNISTSegDataset``, ``CheckSegMask``, ``LoadImageFromFileStrict``.
 """
 from .animal_mnist import AnimalMNISTSegDataset
 from .demo_data import ANIMAL_MNIST_CLASSES, load_animal_mnist, prepare_demo_data
 from .fgvc import FGVC_DATASETS, VPTFGVCDataset
-from .transforms import CheckSegLabels, ImageDecodeError, LoadImageFromFileStrict
+from .transforms import CheckSegMask, ImageDecodeError, LoadImageFromFileStrict
 from .vtab import VTAB_GROUPS, VTAB_TASKS, VTAB1kDataset
 
 __all__ = [
-    'ANIMAL_MNIST_CLASSES', 'AnimalMNISTSegDataset', 'CheckSegLabels', 'FGVC_DATASETS',
+    'ANIMAL_MNIST_CLASSES', 'AnimalMNISTSegDataset', 'CheckSegMask', 'FGVC_DATASETS',
     'ImageDecodeError', 'LoadImageFromFileStrict', 'VPTFGVCDataset', 'VTAB1kDataset',
     'VTAB_GROUPS', 'VTAB_TASKS', 'load_animal_mnist', 'prepare_demo_data'
 ]

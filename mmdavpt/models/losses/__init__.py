@@ -1,3 +1,4 @@
+from .cross_entropy import ClassWeightedCrossEntropyLoss
 from .prompt_metric import (
                             ClsPromptLoss,
                             GuidanceTaps,
@@ -7,5 +8,6 @@ from .prompt_metric import (
 )
 
 __all__ = [
-    'prompt_anchor_loss', 'prompts_present', 'GuidanceTaps', 'PatchPromptLoss', 'ClsPromptLoss'
+    'ClassWeightedCrossEntropyLoss', 'prompt_anchor_loss', 'prompts_present', 'GuidanceTaps',
+    'PatchPromptLoss', 'ClsPromptLoss'
 ]
