@@ -19,6 +19,7 @@ from mmseg.models.backbones import VisionTransformer as SegViT
 from PIL import Image
 
 from mmdavpt.datasets import ImageDecodeError
+from mmdavpt.datasets.checks import check_datasets_not_empty
 from mmdavpt.utils.cli import build_runner, load_script
 from mmdavpt.utils.compose import mmseg_vit_to_davpt, strict_pipeline
 
@@ -79,6 +80,7 @@ def _seg_options(root, ckpt) -> dict:
         'train_dataloader.batch_size': 2, **loaders,
         'train_dataloader.dataset.pipeline.3.scale': (64, 32),  # RandomResize
         'train_dataloader.dataset.pipeline.4.crop_size': (32, 32),  # RandomCrop
+        'val_dataloader.dataset.pipeline.1.scale': (64, 32),  # Resize
         'train_cfg.max_iters': 2, 'train_cfg.val_interval': 100,
         'custom_hooks.0.interval': 1, 'default_hooks.logger.interval': 1,
     }
@@ -112,8 +114,10 @@ def test_seg_example_keeps_upstreams_backbone_features():
     for pipeline in (cfg.train_dataloader.dataset.pipeline,
                      cfg.test_dataloader.dataset.pipeline):
         types = [t.type for t in pipeline]
-        assert types[:3] == ['LoadImageFromFileStrict', 'LoadAnnotations', 'CheckSegMask']
-        assert pipeline[2].num_classes == 150 and pipeline[2].ignore_index == 255
+        assert types[0] == 'LoadImageFromFileStrict'
+        check = types.index('LoadAnnotations') + 1
+        assert types[check] == 'CheckSegMask' and types.count('CheckSegMask') == 1
+        assert pipeline[check].num_classes == 150 and pipeline[check].ignore_index == 255
     assert cfg.tta_pipeline[-1].transforms[3] == [dict(type='CheckSegMask', num_classes=150,
                                                        ignore_index=255)]
 
@@ -130,11 +134,10 @@ def test_seg_example_trains_at_tiny_size(seg_setup, tmp_path):
     hooks = [type(h).__name__ for h in runner.hooks]
     assert {'SemanticMappingHook', 'ConfigGuardHook'} <= set(hooks)
     # the prompts train at upstream's head rate (x10 of lr 1e-3), like the heads
-    names = {id(p): n for n, p in model.named_parameters()}
-    initial = {names[p]: g['initial_lr'] for g in runner.optim_wrapper.param_groups
-               for p in [id(q) for q in g['params']]}
-    assert initial['backbone.prompts.0'] == pytest.approx(0.01)
-    assert initial['decode_head.conv_seg.weight'] == pytest.approx(0.01)
+    initial = {id(p): g['initial_lr'] for g in runner.optim_wrapper.param_groups
+               for p in g['params']}
+    assert initial[id(model.backbone.prompts[0])] == pytest.approx(0.01)
+    assert initial[id(model.decode_head.conv_seg.weight)] == pytest.approx(0.01)
     assert runner.iter == 2
 
 
@@ -142,22 +145,29 @@ def test_seg_example_trains_at_tiny_size(seg_setup, tmp_path):
     ('empty_image', ImageDecodeError, r'image file is empty \(0 bytes\): .*images/training/1\.jpg'),
     ('small_mask', ValueError, r'mask .*annotations/training/1\.png is 20 x 24 \(H x W\) but its '
      r'image .*1\.jpg is 40 x 48'),
-    ('no_images', ValueError, r'the training dataset ADE20KDataset is empty \(data_root=.*ade'
-     r"'.*data_prefix="),
 ])
 def test_seg_example_stops_on_broken_data(seg_setup, tmp_path, damage, error, match):
     root, ckpt = seg_setup
     if damage == 'empty_image':
         open(osp.join(root, 'images', 'training', '1.jpg'), 'wb').close()
-    elif damage == 'small_mask':
+    else:
         _image(osp.join(root, 'annotations', 'training', '1.png'), (20, 24),
                value=np.ones((20, 24), np.uint8))
-    else:
-        for name in os.listdir(osp.join(root, 'images', 'training')):
-            os.remove(osp.join(root, 'images', 'training', name))
     runner = build_runner(_merged(SEG_EXAMPLE, tmp_path / 'work', _seg_options(root, ckpt)))
     with pytest.raises(error, match=match):
         runner.train()
+
+
+def test_an_empty_dataset_is_named_before_training(seg_setup, tmp_path):
+    root, ckpt = seg_setup
+    for name in os.listdir(osp.join(root, 'images', 'validation')):
+        os.remove(osp.join(root, 'images', 'validation', name))
+    cfg = _merged(SEG_EXAMPLE, tmp_path / 'work', _seg_options(root, ckpt))
+    build_runner(cfg)  # sets the default scope, builds no dataset
+    check_datasets_not_empty(cfg, ('train_dataloader', ))
+    with pytest.raises(ValueError, match=r"val_dataloader: the dataset ADE20KDataset has no sample "
+                       r"\(data_root='.*/ade', data_prefix=\{'img_path': 'images/validation'"):
+        check_datasets_not_empty(cfg, ('train_dataloader', 'val_dataloader'))
 
 
 def test_seg_example_test_pipelines_refuse_out_of_range_labels(tmp_path):
@@ -237,7 +247,8 @@ def test_cls_example_keeps_upstreams_hooks_and_trains_at_tiny_size(tmp_path):
         'model.backbone.num_guided_prompts': 2, 'model.backbone.init_cfg.checkpoint': ckpt,
         'model.head.in_channels': 32, **loaders,
         'train_dataloader.dataset.pipeline.1.scale': 32,  # RandomResizedCrop
-        'train_cfg.max_epochs': 1, 'train_cfg.val_interval': 10,
+        'train_cfg.max_epochs': 2, 'train_cfg.val_interval': 10,
+        'param_scheduler.0.end': 1, 'param_scheduler.1.begin': 1,  # warm-up, cosine
         'default_hooks.logger.interval': 1,
     }
     runner = build_runner(_merged(CLS_EXAMPLE, tmp_path / 'work', options))
@@ -248,7 +259,7 @@ def test_cls_example_keeps_upstreams_hooks_and_trains_at_tiny_size(tmp_path):
     assert model.guidance.mapping.initialized
     hooks = [type(h).__name__ for h in runner.hooks]
     assert {'EMAHook', 'SemanticMappingHook', 'ConfigGuardHook'} <= set(hooks)
-    assert runner.iter == 2
+    assert runner.iter == 4
     # the frozen backbone holds the tiny pre-trained weights
     assert torch.equal(model.backbone.patch_embed.projection.weight,
                        vit.patch_embed.projection.weight)

@@ -14,12 +14,11 @@ import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.runner import Runner
 from mmseg.models.losses import CrossEntropyLoss
+from test_bad_input import _cfg, _write_task
 
 from mmdavpt.datasets import CheckSegMask
 from mmdavpt.models.losses import ClassWeightedCrossEntropyLoss
 from mmdavpt.utils.cli import load_script
-
-from test_bad_input import _cfg, _write_task
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(ROOT, 'configs', 'demo', 'vit-s14-imgfocus_davpt_animal-mnist-56px.py')

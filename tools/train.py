@@ -20,8 +20,8 @@ from mmengine.logging import print_log
 from mmengine.runner import find_latest_checkpoint
 
 import mmdavpt  # noqa: F401  registers mmdavpt's modules and the torch.load allowlist
+from mmdavpt.datasets.checks import check_datasets_not_empty
 from mmdavpt.utils.cli import apply_common_args, build_runner, ensure_hooks
-
 
 #: ``--resume`` without a value: the latest checkpoint of the work dir, an error if there is none.
 LATEST = 'latest'
@@ -133,6 +133,8 @@ def main() -> None:
     args = parse_args()
     cfg = merge_args(Config.fromfile(args.config), args)
     runner = build_runner(cfg)
+    check_datasets_not_empty(cfg, ('train_dataloader', 'val_dataloader')
+                             if cfg.get('val_cfg') else ('train_dataloader', ))
     if args.resume == 'auto' and find_latest_checkpoint(cfg.work_dir) is None:
         runner.logger.warning(f'--resume auto: no checkpoint in the work dir {cfg.work_dir}; '
                               f'training from scratch')

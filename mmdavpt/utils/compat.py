@@ -36,8 +36,8 @@ from mmengine.logging import HistoryBuffer
 from mmengine.optim import OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
 from mmengine.runner import CheckpointLoader
-from mmengine.runner.checkpoint import load_from_local
 from mmengine.runner.amp import autocast
+from mmengine.runner.checkpoint import load_from_local
 from torch import nn
 
 try:  # numpy >= 1.26; numpy 2 deprecates the numpy.core path

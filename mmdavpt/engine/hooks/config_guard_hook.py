@@ -115,30 +115,13 @@ def _param_group_values(state: object, name: str) -> List[object]:
     return [v for sub in state.values() for v in _param_group_values(sub, name)]
 
 
-def _check_not_empty(dataloader, split: str) -> None:
-    """Raise, naming where the data was looked for, if the dataloader's dataset is empty (the
-    samplers would fail later with a division by zero or an empty index list)."""
-    dataset = dataloader.dataset
-    if len(dataset) > 0:
-        return
-    inner = dataset
-    while not hasattr(inner, 'ann_file') and hasattr(inner, 'dataset'):
-        inner = inner.dataset  # RepeatDataset, ClassBalancedDataset, ...
-    where = ', '.join(f'{k}={getattr(inner, k)!r}' for k in ('data_root', 'ann_file',
-                                                              'data_prefix') if hasattr(inner, k))
-    raise ValueError(f'the {split} dataset {type(dataset).__name__} is empty ({where or "no '
-                     f'paths"}): no sample was found. Check these paths against the prepared '
-                     f'data (docs/data_and_weights.md).')
-
-
 def _short(value: object, width: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= width else text[:width - 3] + '...'
 
 
 class ConfigGuardHook(Hook):
-    """Refuse to resume from, or test, a checkpoint that does not belong to the run, and data
-    paths that find no data.
+    """Refuse to resume from, or test, a checkpoint that does not belong to the run.
 
     - On ``resume`` (``tools/train.py --resume``), the config saved in the checkpoint's meta
       (MMEngine writes ``meta['cfg']``) is compared with the current one on ``keys``: the model
@@ -155,8 +138,6 @@ class ConfigGuardHook(Hook):
       from the backbone's ``init_cfg``. MMEngine itself only warns, and tests a half-loaded model.
       A warm start (``load_from`` without ``resume``, in training) is not checked: loading part of
       a checkpoint (another head, say) is what it is for.
-    - Before training, validation and testing, the dataset of the loop must not be empty; the
-      error names its ``data_root``, ``ann_file`` and ``data_prefix``.
 
     Args:
         keys: dotted config keys compared on resume.
@@ -172,15 +153,6 @@ class ConfigGuardHook(Hook):
         self.keys = tuple(keys)
         self.ignore_keys = tuple(ignore_keys)
         self.allow_config_change = allow_config_change
-
-    def before_train(self, runner) -> None:
-        _check_not_empty(runner.train_dataloader, 'training')
-
-    def before_val(self, runner) -> None:
-        _check_not_empty(runner.val_dataloader, 'validation')
-
-    def before_test(self, runner) -> None:
-        _check_not_empty(runner.test_dataloader, 'test')
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         # ``runner._resume`` and the loop attributes are set by Runner.__init__ / train() / test()
