@@ -367,7 +367,8 @@ def read_checkpoint(path: str | os.PathLike, map_location: str = 'cpu') -> Mappi
 
     ``.npz`` (jax) through NumPy (no pickle), ``.safetensors`` through safetensors, ``.onnx``
     through ``read_onnx_vit``, anything else (``.pth``, ``.pth.tar``, ``.bin``) through MMEngine's
-    ``CheckpointLoader`` (``torch.load`` with PyTorch's default ``weights_only=True``).
+    ``CheckpointLoader`` (``torch.load`` with PyTorch's default ``weights_only=True``; a file
+    that is not a PyTorch checkpoint raises ``mmdavpt.utils.NotACheckpointError``).
     ``map_location`` applies to the torch and safetensors files.
     """
     path = os.fspath(path)
