@@ -134,3 +134,19 @@ def test_slurm_train_script_runs_train_py_under_srun(tmp_path):
     assert lines[9] == '--quotatype=auto' and lines[10:12] == ['mypython', '-u']
     assert osp.samefile(lines[12], osp.join(ROOT, 'tools', 'train.py'))
     assert lines[13:] == ['cfg.py', '--launcher', 'slurm', '--work-dir', 'w', '--resume']
+
+
+def test_resume_auto_in_an_empty_work_dir_trains_from_scratch_and_says_so(monkeypatch, tmp_path):
+    root = str(tmp_path / 'data')
+    _write_task(root)
+    config = str(tmp_path / 'tiny.py')
+    _cfg(root, tmp_path / 'unused').dump(config)
+    work_dir = tmp_path / 'run'
+    train = load_script(osp.join(ROOT, 'tools', 'train.py'))
+    monkeypatch.setattr(sys, 'argv', ['train.py', config, '--work-dir', str(work_dir),
+                                      '--resume', 'auto'])
+    train.main()
+    log, = work_dir.glob('*/*.log')
+    assert (f'WARNING - --resume auto: no checkpoint in the work dir {work_dir}; training from '
+            'scratch') in log.read_text()
+    assert (work_dir / 'epoch_1.pth').is_file()
