@@ -2,11 +2,13 @@
 
 Importing the package registers its models, losses, hooks and datasets in MMPretrain's and MMSeg's
 registries (``custom_imports=dict(imports=['mmdavpt'], allow_failed_imports=False)`` in a config),
-and lets ``torch.load`` (safe mode, PyTorch >= 2.6) read the checkpoints mmengine writes.
+lets ``torch.load`` (safe mode, PyTorch >= 2.6) read the checkpoints mmengine writes, and makes
+a file that is not a checkpoint fail with a message saying so (``mmdavpt.utils.compat``).
 """
-from .utils import register_mmengine_safe_globals
+from .utils import register_checkpoint_loader, register_mmengine_safe_globals
 
 register_mmengine_safe_globals()
+register_checkpoint_loader()
 
 from . import datasets, engine, models  # noqa: E402,F401  (registration)
 

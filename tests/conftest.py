@@ -200,3 +200,56 @@ def write_tiny_config(tmp_path, name: str = 'tiny_davpt.py', max_epochs: int = 2
     path = str(tmp_path / name)
     Config(cfg).dump(path)
     return path
+
+
+# ---- a tiny VTAB-1k task with a training config ----------------------------------------------
+NUM_CLASSES = 4
+TASK = 'shapes'
+
+
+
+
+def write_shapes_task(root, per_class=2):
+    """A VTAB-1k-style custom task: 32 x 32 PNGs whose colour depends on the class."""
+    rng = np.random.default_rng(0)
+    task_dir = osp.join(root, TASK)
+    for split in ('train800', 'val200'):
+        lines = []
+        for c in range(NUM_CLASSES):
+            for i in range(per_class):
+                rel = f'images/{split}/{c}_{i}.png'
+                os.makedirs(osp.dirname(osp.join(task_dir, rel)), exist_ok=True)
+                img = (rng.integers(0, 60, (32, 32, 3)) + 50 * c).astype(np.uint8)
+                Image.fromarray(img).save(osp.join(task_dir, rel))
+                lines.append(f'{rel} {c}')
+        with open(osp.join(task_dir, f'{split}.txt'), 'w') as f:
+            f.write('\n'.join(lines) + '\n')
+    with open(osp.join(task_dir, 'classes.txt'), 'w') as f:
+        f.write('\n'.join(f'class{c}' for c in range(NUM_CLASSES)) + '\n')
+    return task_dir
+
+
+def shapes_task_cfg(root, work_dir, name='run', max_epochs=1, batch_size=4, hooks=(),
+                    **backbone) -> Config:
+    """A config training the tiny classifier on :func:`write_shapes_task`'s task."""
+    dataset = dict(type='VTAB1kDataset', data_root=root, task=TASK,
+                   pipeline=[dict(type='LoadImageFromFileStrict'), dict(type='PackInputs')])
+    loader = dict(batch_size=batch_size, num_workers=0, collate_fn=dict(type='default_collate'))
+    return Config(dict(
+        default_scope='mmpretrain',
+        experiment_name=name,
+        work_dir=str(work_dir),
+        model=tiny_classifier_cfg(num_classes=NUM_CLASSES, **backbone),
+        train_dataloader=dict(dataset=dict(dataset, split='train800'),
+                              sampler=dict(type='DefaultSampler', shuffle=True), **loader),
+        test_dataloader=dict(dataset=dict(dataset, split='val200'),
+                             sampler=dict(type='DefaultSampler', shuffle=False), **loader),
+        test_evaluator=dict(type='Accuracy', topk=(1, )),
+        test_cfg=dict(),
+        train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-2, weight_decay=0.01)),
+        custom_hooks=[dict(type='SemanticMappingHook'), dict(type='ConfigGuardHook'),
+                      *hooks],
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1),
+                           logger=dict(type='LoggerHook', interval=1)),
+        randomness=dict(seed=0)))

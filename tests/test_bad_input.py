@@ -11,7 +11,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.runner import Runner, save_checkpoint
 from mmengine.structures import PixelData
@@ -21,68 +20,25 @@ from mmseg.datasets.transforms import LoadAnnotations
 from mmseg.structures import SegDataSample
 from PIL import Image
 
-from mmdavpt.datasets import CheckSegLabels, ImageDecodeError
+from mmdavpt.datasets import CheckSegMask, ImageDecodeError
 from mmdavpt.engine.hooks import SemanticMappingHook
 from mmdavpt.engine.hooks.config_guard_hook import ConfigGuardHook  # noqa: F401  (registers)
 from mmdavpt.registry import build_model
 
-from conftest import TINY_ARCH, tiny_classifier_cfg, tiny_seg_model
-
-NUM_CLASSES = 4
-TASK = 'shapes'
-
-
-# --------------------------------------------------------------------------- a tiny VTAB task
-
-
-def _write_task(root, per_class=2):
-    """A VTAB-1k-style custom task: 32 x 32 PNGs whose colour depends on the class."""
-    rng = np.random.default_rng(0)
-    task_dir = osp.join(root, TASK)
-    for split in ('train800', 'val200'):
-        lines = []
-        for c in range(NUM_CLASSES):
-            for i in range(per_class):
-                rel = f'images/{split}/{c}_{i}.png'
-                os.makedirs(osp.dirname(osp.join(task_dir, rel)), exist_ok=True)
-                img = (rng.integers(0, 60, (32, 32, 3)) + 50 * c).astype(np.uint8)
-                Image.fromarray(img).save(osp.join(task_dir, rel))
-                lines.append(f'{rel} {c}')
-        with open(osp.join(task_dir, f'{split}.txt'), 'w') as f:
-            f.write('\n'.join(lines) + '\n')
-    with open(osp.join(task_dir, 'classes.txt'), 'w') as f:
-        f.write('\n'.join(f'class{c}' for c in range(NUM_CLASSES)) + '\n')
-    return task_dir
+from conftest import (
+    NUM_CLASSES,
+    TINY_ARCH,
+    tiny_classifier_cfg,
+    tiny_seg_model,
+    write_shapes_task,
+)
+from conftest import shapes_task_cfg as _cfg
 
 
 @pytest.fixture
 def task(tmp_path):
     root = str(tmp_path / 'data')
-    return root, _write_task(root)
-
-
-def _cfg(root, work_dir, name='run', max_epochs=1, batch_size=4, hooks=(), **backbone):
-    dataset = dict(type='VTAB1kDataset', data_root=root, task=TASK,
-                   pipeline=[dict(type='LoadImageFromFileStrict'), dict(type='PackInputs')])
-    loader = dict(batch_size=batch_size, num_workers=0, collate_fn=dict(type='default_collate'))
-    return Config(dict(
-        default_scope='mmpretrain',
-        experiment_name=name,
-        work_dir=str(work_dir),
-        model=tiny_classifier_cfg(num_classes=NUM_CLASSES, **backbone),
-        train_dataloader=dict(dataset=dict(dataset, split='train800'),
-                              sampler=dict(type='DefaultSampler', shuffle=True), **loader),
-        test_dataloader=dict(dataset=dict(dataset, split='val200'),
-                             sampler=dict(type='DefaultSampler', shuffle=False), **loader),
-        test_evaluator=dict(type='Accuracy', topk=(1, )),
-        test_cfg=dict(),
-        train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
-        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-2, weight_decay=0.01)),
-        custom_hooks=[dict(type='SemanticMappingHook'), dict(type='ConfigGuardHook'),
-                      *hooks],
-        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1),
-                           logger=dict(type='LoggerHook', interval=1)),
-        randomness=dict(seed=0)))
+    return root, write_shapes_task(root)
 
 
 def _train(cfg, **changes):
@@ -281,10 +237,10 @@ def test_segmentation_mask_value_outside_the_classes(tmp_path):
     os.makedirs(osp.dirname(path))
     Image.fromarray(mask).save(path)
     results = LoadAnnotations()(dict(seg_map_path=path, reduce_zero_label=False,
-                                      seg_fields=[]))
+                                      seg_fields=[], ori_shape=(8, 8)))
     with pytest.raises(ValueError, match=r'mask .*ann/m\.png has label values outside \[0, 11\) '
                        r'that are not ignore_index=255: 11 \(1 px\)'):
-        CheckSegLabels(num_classes=11)(results)
+        CheckSegMask(num_classes=11)(results)
 
 
 def test_segmentation_mask_value_reaching_the_model():

@@ -16,6 +16,7 @@ from mmseg.registry import DATASETS, MODELS, TRANSFORMS
 
 import mmdavpt  # noqa: F401
 import mmdavpt.datasets  # noqa: F401
+from mmdavpt.utils.compose import strict_pipeline
 from mmdavpt.utils.params import count_tunable
 
 from conftest import load_tool
@@ -135,8 +136,13 @@ def test_setr_heads_and_schedule_are_upstreams():
     for key in ('decode_head', 'auxiliary_head', 'test_cfg'):
         assert unscoped(ours.model[key]) == unscoped(upstream.model[key]), key
     assert tuple(ours.model.backbone.out_indices) == upstream.model.backbone.out_indices
+    # upstream's data loading, with broken images and masks stopping the run (strict_pipeline)
+    expected = copy.deepcopy(upstream)
+    expected.train_dataloader.dataset.pipeline = strict_pipeline(upstream.train_pipeline, 150)
+    assert [t['type'] for t in expected.train_dataloader.dataset.pipeline][:3] == [
+        'LoadImageFromFileStrict', 'LoadAnnotations', 'CheckSegMask']
     for key in ('train_cfg', 'param_scheduler', 'train_dataloader'):
-        assert unscoped(ours[key]) == unscoped(upstream[key]), key
+        assert unscoped(ours[key]) == unscoped(expected[key]), key
     assert unscoped(ours.optim_wrapper.optimizer) == unscoped(upstream.optim_wrapper.optimizer)
     assert ours.train_dataloader.batch_size == 2  # x 8 GPUs = 16
     for suffix in DATASET_SUFFIXES[1:]:

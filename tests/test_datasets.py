@@ -20,7 +20,7 @@ from mmdavpt.datasets import (
     FGVC_DATASETS,
     VTAB_TASKS,
     AnimalMNISTSegDataset,
-    CheckSegLabels,
+    CheckSegMask,
     ImageDecodeError,
     LoadImageFromFileStrict,
     VPTFGVCDataset,
@@ -65,7 +65,7 @@ def test_registered_names():
     assert SEG_DATASETS.module_dict['AnimalMNISTSegDataset'] is AnimalMNISTSegDataset
     assert PRETRAIN_TRANSFORMS.module_dict['LoadImageFromFileStrict'] is LoadImageFromFileStrict
     assert SEG_TRANSFORMS.module_dict['LoadImageFromFileStrict'] is LoadImageFromFileStrict
-    assert SEG_TRANSFORMS.module_dict['CheckSegLabels'] is CheckSegLabels
+    assert SEG_TRANSFORMS.module_dict['CheckSegMask'] is CheckSegMask
 
 
 def test_vtab_table():
@@ -329,19 +329,20 @@ def test_strict_loading_refuses_ignore_empty():
 
 
 def test_check_seg_labels(tmp_path):
-    check = CheckSegLabels(num_classes=11)
+    check = CheckSegMask(num_classes=11)
     mask = np.zeros((4, 5), np.uint8)
     mask[0, :3] = 10
     mask[1, 0] = 255
-    assert check(dict(gt_seg_map=mask, seg_map_path='m.png'))['gt_seg_map'] is mask
+    assert check(dict(gt_seg_map=mask, seg_map_path='m.png',
+                      ori_shape=(4, 5)))['gt_seg_map'] is mask
     mask[2, :2] = 11
     mask[3, 0] = 200
     with pytest.raises(ValueError, match=r'mask m\.png has label values outside \[0, 11\) that '
                        r'are not ignore_index=255: 11 \(2 px\), 200 \(1 px\)'):
-        check(dict(gt_seg_map=mask, seg_map_path='m.png'))
+        check(dict(gt_seg_map=mask, seg_map_path='m.png', ori_shape=(4, 5)))
     with pytest.raises(ValueError, match=r'-1 \(1 px\)'):
-        CheckSegLabels(3, ignore_index=None)(dict(gt_seg_map=np.array([[0, -1]]),
-                                                  seg_map_path='m.png'))
+        CheckSegMask(3, ignore_index=None)(dict(gt_seg_map=np.array([[0, -1]]),
+                                                seg_map_path='m.png', ori_shape=(1, 2)))
 
 
 def make_seg(root, mask_values):
@@ -358,7 +359,7 @@ def make_seg(root, mask_values):
 
 
 def seg_dataset(root, ann_file='splits/train.txt', **kwargs):
-    pipeline = [LoadImageFromFileStrict(), LoadAnnotations(), CheckSegLabels(11)]
+    pipeline = [LoadImageFromFileStrict(), LoadAnnotations(), CheckSegMask(11)]
     return AnimalMNISTSegDataset(
         data_root=root, ann_file=ann_file, pipeline=pipeline, serialize_data=False,
         data_prefix=dict(img_path='img_dir/train', seg_map_path='ann_dir/train'), **kwargs)
@@ -447,7 +448,7 @@ def test_demo_seg_set(demo):
     _, result = demo
     seg_dir = result['seg']
     for split, n in (('train', 400), ('val', 100)):
-        pipeline = [LoadImageFromFileStrict(), LoadAnnotations(), CheckSegLabels(11)]
+        pipeline = [LoadImageFromFileStrict(), LoadAnnotations(), CheckSegMask(11)]
         ds = AnimalMNISTSegDataset(
             data_root=seg_dir, ann_file=f'splits/{split}.txt', pipeline=pipeline,
             data_prefix=dict(img_path=f'img_dir/{split}', seg_map_path=f'ann_dir/{split}'))

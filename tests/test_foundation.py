@@ -359,7 +359,7 @@ def _merged(tool, monkeypatch, argv):
 
 def test_train_cli_merges_args_per_scope(monkeypatch, tmp_path):
     train = load_tool('tools/train.py')
-    cfg = _merged(train, monkeypatch, [VIT_CFG, '--amp', '--resume'])
+    cfg = _merged(train, monkeypatch, [VIT_CFG, '--amp', '--resume', 'auto'])
     amp = 'AmpOptimWrapper' if torch.cuda.is_available() else 'CPUAmpOptimWrapper'
     assert cfg.optim_wrapper.type == amp
     assert cfg.resume is True and cfg.load_from is None

@@ -14,6 +14,7 @@ from mmengine.config import Config, ConfigDict
 from mmengine.evaluator import DumpResults
 
 import mmdavpt  # noqa: F401  registers mmdavpt's modules and the torch.load allowlist
+from mmdavpt.datasets.checks import check_datasets_not_empty
 from mmdavpt.utils.cli import (
     RUNTIME_HOOKS,
     add_common_args,
@@ -84,6 +85,7 @@ def main() -> None:
     args = parse_args()
     cfg = merge_args(Config.fromfile(args.config), args)
     runner = build_runner(cfg)
+    check_datasets_not_empty(cfg, ('test_dataloader', ))
     if cfg.default_scope == 'mmpretrain' and args.out is not None:
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
     runner.test()

@@ -3,15 +3,22 @@
 Mirrors ``tools/train.py`` of MMPretrain 1.2.0 and MMSeg 1.2.2; the config's ``default_scope``
 ('mmpretrain' or 'mmseg') picks the upstream behaviour where the two differ.
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--cfg-options k=v ...]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT|auto]] [--amp]
+                          [--cfg-options k=v ...]
+
+``--resume`` alone continues the latest checkpoint of the work dir and fails if there is none
+(upstream's tools then silently start from scratch; ask for that with ``--resume auto``).
 """
 import argparse
 from typing import List, Optional
 
 from mmengine.config import Config
+from mmengine.runner import find_latest_checkpoint
 
 import mmdavpt  # noqa: F401  registers mmdavpt's modules and the torch.load allowlist
+from mmdavpt.datasets.checks import check_datasets_not_empty
 from mmdavpt.utils.cli import (
+    LATEST,
     add_common_args,
     build_runner,
     merge_train_args,
@@ -25,9 +32,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(
-        '--resume', nargs='?', type=str, const='auto',
-        help='resume from this checkpoint; without a path, from the latest checkpoint in the '
-        'work dir')
+        '--resume', nargs='?', type=str, const=LATEST,
+        help='resume from this checkpoint; without a value, from the latest checkpoint in the '
+        'work dir, which must exist; "auto": from the latest checkpoint if there is one, else '
+        'train from scratch (MMPretrain\'s and MMSeg\'s plain --resume)')
     parser.add_argument(
         '--allow-config-change', action='store_true',
         help='with --resume: resume even if the model or training data of the config differ '
@@ -53,7 +61,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     if not (cfg.get('resume') and args.allow_config_change):
         # a second config trained into this work dir would overwrite the first's checkpoints
         check_work_dir_owner(cfg.work_dir, name=run_name(cfg))
-    build_runner(cfg).train()
+    runner = build_runner(cfg)
+    check_datasets_not_empty(cfg, ('train_dataloader', 'val_dataloader')
+                             if cfg.get('val_cfg') else ('train_dataloader', ))
+    if args.resume == 'auto' and find_latest_checkpoint(cfg.work_dir) is None:
+        runner.logger.warning(f'--resume auto: no checkpoint in the work dir {cfg.work_dir}; '
+                              f'training from scratch')
+    runner.train()
 
 
 if __name__ == '__main__':

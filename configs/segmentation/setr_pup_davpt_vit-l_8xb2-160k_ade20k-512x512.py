@@ -7,6 +7,8 @@ _base_ = [
     './_base_/models/setr_pup_davpt_vit-l.py', 'mmseg::_base_/datasets/ade20k.py',
     'mmseg::_base_/default_runtime.py', './_base_/schedules/schedule_160k.py'
 ]
+from mmdavpt.utils.compose import strict_pipeline  # noqa: E402  (after _base_)
+
 crop_size = (512, 512)
 num_classes = 150
 data_preprocessor = dict(size=crop_size)
@@ -34,6 +36,13 @@ optim_wrapper = dict(
 # 20,210 training images / 16 per iteration: one epoch is about 1,250 iterations.
 custom_hooks = [dict(type='SemanticMappingHook', interval=1250)]
 
-train_dataloader = dict(batch_size=2)
-val_dataloader = dict(batch_size=1)
+# Broken data stops the run, naming the file: strict image loading, and every mask checked
+# against its image's size and the 150 classes (+ 255, the ignored pixels) right after loading.
+train_dataloader = dict(
+    batch_size=2,
+    dataset=dict(pipeline=strict_pipeline(_base_.train_pipeline, num_classes=num_classes)))
+val_dataloader = dict(
+    batch_size=1,
+    dataset=dict(pipeline=strict_pipeline(_base_.test_pipeline, num_classes=num_classes)))
 test_dataloader = val_dataloader
+tta_pipeline = strict_pipeline(_base_.tta_pipeline, num_classes=num_classes)

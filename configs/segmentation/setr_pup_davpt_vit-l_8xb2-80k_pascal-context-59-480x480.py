@@ -9,6 +9,8 @@ _base_ = [
     './_base_/models/setr_pup_davpt_vit-l.py', 'mmseg::_base_/datasets/pascal_context_59.py',
     'mmseg::_base_/default_runtime.py', './_base_/schedules/schedule_80k.py'
 ]
+from mmdavpt.utils.compose import strict_pipeline  # noqa: E402  (after _base_)
+
 crop_size = (480, 480)
 num_classes = 59
 data_preprocessor = dict(size=crop_size)
@@ -36,6 +38,13 @@ optim_wrapper = dict(
 # 4,996 training images / 16 per iteration: one epoch is about 310 iterations.
 custom_hooks = [dict(type='SemanticMappingHook', interval=310)]
 
-train_dataloader = dict(batch_size=2)
-val_dataloader = dict(batch_size=1)
+# Broken data stops the run, naming the file: strict image loading, and every mask checked
+# against its image's size and the 59 classes (+ 255, the ignored pixels) right after loading.
+train_dataloader = dict(
+    batch_size=2,
+    dataset=dict(pipeline=strict_pipeline(_base_.train_pipeline, num_classes=num_classes)))
+val_dataloader = dict(
+    batch_size=1,
+    dataset=dict(pipeline=strict_pipeline(_base_.test_pipeline, num_classes=num_classes)))
 test_dataloader = val_dataloader
+tta_pipeline = strict_pipeline(_base_.tta_pipeline, num_classes=num_classes)

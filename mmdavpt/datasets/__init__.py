@@ -2,17 +2,17 @@
 
 MMPretrain: ``VPTFGVCDataset``, ``VTAB1kDataset``, ``LoadImageFromFileStrict``, the
 ``ClassBalancedSampler`` (P x K batches).
-MMSeg: ``AnimalMNISTSegDataset``, ``CheckSegLabels``, ``LoadImageFromFileStrict``.
+MMSeg: ``AnimalMNISTSegDataset``, ``CheckSegMask``, ``LoadImageFromFileStrict``.
 """
 from .animal_mnist import AnimalMNISTSegDataset
 from .demo_data import ANIMAL_MNIST_CLASSES, load_animal_mnist, prepare_demo_data
 from .fgvc import FGVC_DATASETS, VPTFGVCDataset
 from .samplers import ClassBalancedSampler, dataset_labels
-from .transforms import CheckSegLabels, ImageDecodeError, LoadImageFromFileStrict
+from .transforms import CheckSegMask, ImageDecodeError, LoadImageFromFileStrict
 from .vtab import VTAB_GROUPS, VTAB_TASKS, VTAB1kDataset
 
 __all__ = [
-    'ANIMAL_MNIST_CLASSES', 'AnimalMNISTSegDataset', 'CheckSegLabels', 'ClassBalancedSampler',
+    'ANIMAL_MNIST_CLASSES', 'AnimalMNISTSegDataset', 'CheckSegMask', 'ClassBalancedSampler',
     'FGVC_DATASETS',
     'ImageDecodeError', 'LoadImageFromFileStrict', 'VPTFGVCDataset', 'VTAB1kDataset',
     'VTAB_GROUPS', 'VTAB_TASKS', 'dataset_labels', 'load_animal_mnist', 'prepare_demo_data'

@@ -1,10 +1,14 @@
-"""Checks shared by the classification datasets: label range and class coverage.
+"""Checks shared by the datasets: label range, class coverage, and data paths that find nothing.
 
-Every failure names the split file it comes from, so a broken annotation is found by reading
-the message, not by bisecting a training run.
+Every failure names the split file or the paths it comes from, so a broken annotation is found by
+reading the message, not by bisecting a training run.
 """
+import copy
 import warnings
 from typing import Iterable, Optional, Sequence
+
+from mmengine.config import Config
+from mmengine.registry import DATASETS
 
 
 def check_label(label: object, num_classes: Optional[int], where: str) -> int:
@@ -55,3 +59,42 @@ def check_class_coverage(labels: Iterable[int], classes: Sequence[str], source: 
     if not allow_missing_classes:
         raise ValueError(msg + '. Pass allow_missing_classes=True to train anyway.')
     warnings.warn(msg, stacklevel=3)
+
+
+def check_datasets_not_empty(cfg: Config, loaders: Sequence[str]) -> None:
+    """Raise, naming where the data was looked for, if a dataloader's dataset has no sample.
+
+    MMEngine's ``BaseDataset`` fails on an empty data list with NumPy's "need at least one array
+    to concatenate" (or, unserialised, in the sampler), with no path. Each dataset of
+    ``cfg[loader]`` is built with ``lazy_init=True`` (no image is read) and its
+    ``load_data_list()`` called once; wrappers (``RepeatDataset``, ...) are looked through.
+    Needs the config's default scope (set by building the ``Runner``).
+
+    Args:
+        cfg: the config.
+        loaders: e.g. ``('train_dataloader', 'val_dataloader')``; absent or ``None`` ones are
+            skipped.
+
+    Raises:
+        ValueError: a dataset is empty; the message names its type, ``data_root``,
+            ``ann_file`` and ``data_prefix``.
+    """
+    for key in loaders:
+        loader = cfg.get(key)
+        if not loader:
+            continue
+        dataset_cfg = copy.deepcopy(loader['dataset'])
+        while isinstance(dataset_cfg.get('dataset'), dict):
+            dataset_cfg = dataset_cfg['dataset']
+        if 'datasets' in dataset_cfg:  # ConcatDataset: each part has its own paths
+            continue
+        dataset = DATASETS.build(dict(dataset_cfg, lazy_init=True))
+        if dataset.load_data_list():
+            continue
+        where = ', '.join(f'{k}={dataset_cfg.get(k)!r}'
+                          for k in ('data_root', 'ann_file', 'data_prefix', 'split')
+                          if dataset_cfg.get(k) is not None)
+        raise ValueError(f'{key}: the dataset {dataset_cfg.get("type")} has no sample '
+                         f'({where}). Check these paths against the prepared data '
+                         f'(docs/data_and_weights.md) or set them with --cfg-options '
+                         f'{key}.dataset.data_root=...')

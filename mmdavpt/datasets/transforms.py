@@ -74,12 +74,19 @@ class LoadImageFromFileStrict(LoadImageFromFile):
 
 
 @SEG_TRANSFORMS.register_module()
-class CheckSegLabels(BaseTransform):
-    """Raise, naming the mask file, if a mask holds a label outside ``[0, num_classes)``.
+class CheckSegMask(BaseTransform):
+    """Raise, naming the mask file, if a mask does not fit its image or holds a label outside
+    ``[0, num_classes)``.
 
-    Put it right after ``LoadAnnotations``: it checks ``results['gt_seg_map']`` as loaded,
-    i.e. after ``reduce_zero_label`` and any label map, before augmentations pad it with
-    ``ignore_index``. The check is one pass over the mask (a histogram for uint8 masks).
+    MMSeg trains on a mask smaller than its image with misaligned labels (the augmentations crop
+    and pad both), and its ``IoUMetric`` drops test pixels whose label is out of range without a
+    word. Put this right after ``LoadAnnotations`` (in a ``TestTimeAug`` pipeline: right after
+    its ``LoadAnnotations``). It checks ``results['gt_seg_map']`` as loaded, i.e. after
+    ``reduce_zero_label`` and any label map, before augmentations pad it with ``ignore_index``:
+
+    - its (H, W) must equal the loaded image's ``ori_shape`` (so an image must be loaded
+      before, e.g. by ``LoadImageFromFile``);
+    - every value must be a class id or ``ignore_index`` (one histogram for uint8 masks).
 
     Args:
         num_classes: number of classes, labels ``0..num_classes-1`` are valid.
@@ -93,8 +100,19 @@ class CheckSegLabels(BaseTransform):
         self.ignore_index = ignore_index
 
     def transform(self, results: dict) -> dict:
-        """Check ``results['gt_seg_map']`` (H, W) integer labels; return ``results`` as is."""
+        """Check ``results['gt_seg_map']`` (H, W) integer labels against
+        ``results['ori_shape']`` (H, W); return ``results`` as is."""
         seg = np.asarray(results['gt_seg_map'])
+        path = results.get('seg_map_path', '<mask without seg_map_path>')
+        if 'ori_shape' not in results:
+            raise KeyError(f'CheckSegMask: no image loaded before the mask {path} (no '
+                           f'ori_shape); put it after LoadImageFromFile and LoadAnnotations')
+        if tuple(seg.shape[:2]) != tuple(results['ori_shape'][:2]):
+            raise ValueError(
+                f'segmentation mask {path} is {seg.shape[0]} x {seg.shape[1]} (H x W) but its '
+                f'image {results.get("img_path", "")} is {results["ori_shape"][0]} x '
+                f'{results["ori_shape"][1]}: the labels would not line up with the pixels. '
+                f'Fix the annotation (or the ann_file pairing of images and masks).')
         if seg.dtype == np.uint8:
             counts = np.bincount(seg.ravel(), minlength=256)
             values = np.flatnonzero(counts)
@@ -104,7 +122,6 @@ class CheckSegLabels(BaseTransform):
         bad = [int(v) for v in values
                if not (0 <= v < self.num_classes or v == self.ignore_index)]
         if bad:
-            path = results.get('seg_map_path', '<mask without seg_map_path>')
             shown = ', '.join(f'{v} ({counts[v]} px)' for v in bad[:10])
             raise ValueError(
                 f'segmentation mask {path} has label values outside [0, {self.num_classes}) '

@@ -58,6 +58,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mmdavpt.utils.io import atomic_save, check_output_path
+
 LAYOUTS = ('mmpretrain', 'mmseg', 'timm', 'jax', 'hf_dinov2')
 
 _WRAPPER_KEYS = ('state_dict', 'model', 'module')
@@ -365,7 +367,8 @@ def read_checkpoint(path: str | os.PathLike, map_location: str = 'cpu') -> Mappi
 
     ``.npz`` (jax) through NumPy (no pickle), ``.safetensors`` through safetensors, ``.onnx``
     through ``read_onnx_vit``, anything else (``.pth``, ``.pth.tar``, ``.bin``) through MMEngine's
-    ``CheckpointLoader`` (``torch.load`` with PyTorch's default ``weights_only=True``).
+    ``CheckpointLoader`` (``torch.load`` with PyTorch's default ``weights_only=True``; a file
+    that is not a PyTorch checkpoint raises ``mmdavpt.utils.NotACheckpointError``).
     ``map_location`` applies to the torch and safetensors files.
     """
     path = os.fspath(path)
@@ -475,19 +478,23 @@ def vit_arch_info(state_dict: Mapping[str, Tensor]) -> dict:
 
 
 def convert_checkpoint(src: str, dst: str, layout: str | None = None,
-                       meta: dict | None = None) -> dict:
+                       meta: dict | None = None, force: bool = False) -> dict:
     """Convert the file ``src`` and save ``{'state_dict': ..., 'meta': ...}`` to ``dst``.
 
     ``meta`` holds plain Python values only, so the result loads with ``weights_only=True``:
     the source file name, its layout, the dropped keys, ``vit_arch_info`` and the given ``meta``.
     Returns that meta.
+
+    ``dst`` must not be ``src`` (compared by real path) and must not exist unless ``force``
+    (:func:`mmdavpt.utils.io.check_output_path`); it is written atomically, so a failed
+    conversion leaves no partial file.
     """
+    check_output_path(dst, sources=(src, ), force=force)
     state_dict, dropped, layout = _convert(read_checkpoint(src), layout)
     info = dict(source=osp.basename(src), source_layout=layout, dropped_keys=dropped,
                 **vit_arch_info(state_dict))
     info.update(meta or {})
-    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
-    torch.save({'state_dict': state_dict, 'meta': info}, dst)
+    atomic_save({'state_dict': state_dict, 'meta': info}, dst)
     return info
 
 
@@ -502,15 +509,17 @@ def describe_conversion(dst: str, meta: dict) -> str:
 
 def converter_main(doc: str, layout: str, src_help: str, argv: list[str] | None = None,
                    meta: dict | None = None) -> dict:
-    """The command line of the converter scripts: ``SRC DST``, convert, print, return the meta.
+    """The command line of the converter scripts: ``SRC DST [--force]``, convert, print, return
+    the meta.
 
     ``doc`` is the script's docstring (its first line is the ``--help`` description), ``layout``
     the source layout (one of ``LAYOUTS``), ``meta`` extra meta for :func:`convert_checkpoint`.
     """
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument('src', help=src_help)
-    parser.add_argument('dst', help='output .pth')
+    parser.add_argument('dst', help='output .pth (never the input; see --force)')
+    parser.add_argument('--force', action='store_true', help='replace an existing output file')
     args = parser.parse_args(argv)
-    info = convert_checkpoint(args.src, args.dst, layout=layout, meta=meta)
+    info = convert_checkpoint(args.src, args.dst, layout=layout, meta=meta, force=args.force)
     print(describe_conversion(args.dst, info))
     return info

@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.logging import print_log
-from mmengine.runner import Runner
+from mmengine.runner import Runner, find_latest_checkpoint
 
 SCOPES = ('mmpretrain', 'mmseg')
 #: The hooks every mmdavpt run has: ``default_hooks`` entries of the runtime bases
@@ -109,6 +109,34 @@ def set_mmpretrain_dataloader_defaults(cfg: Config) -> None:
         cfg[field] = loader
 
 
+#: ``--resume`` without a value: the latest checkpoint of the work dir, an error if there is none.
+LATEST = 'latest'
+
+
+def resume_checkpoint(resume: str, work_dir: str) -> Optional[str]:
+    """The checkpoint ``--resume`` names: ``cfg.load_from`` for ``resume=True``.
+
+    ``'auto'`` -> None (MMEngine then resumes from the latest checkpoint of ``work_dir`` if there
+    is one, else trains from scratch); :data:`LATEST` -> the latest checkpoint of ``work_dir``;
+    anything else is a checkpoint path or URL (MMEngine names it if it does not exist).
+
+    Raises:
+        FileNotFoundError: :data:`LATEST` and ``work_dir`` has no checkpoint.
+    """
+    if resume == 'auto':
+        return None
+    if resume == LATEST:
+        latest = find_latest_checkpoint(work_dir)
+        if latest is None:
+            raise FileNotFoundError(
+                f'--resume: the work dir {work_dir} has no checkpoint to resume from (no '
+                f'last_checkpoint file there). Pass the work dir of the run to continue '
+                f'(--work-dir), a checkpoint (--resume CKPT), "--resume auto" to train from '
+                f'scratch when there is none, or drop --resume.')
+        return latest
+    return resume
+
+
 def merge_train_args(cfg: Config, *, work_dir: Optional[str] = None,
                      cfg_options: Optional[dict] = None, launcher: str = 'none',
                      amp: bool = False, resume: Optional[str] = None,
@@ -119,18 +147,15 @@ def merge_train_args(cfg: Config, *, work_dir: Optional[str] = None,
         cfg: the config, changed in place and returned.
         work_dir, cfg_options, launcher: see :func:`apply_common_args`.
         amp: mixed precision (:func:`enable_amp`).
-        resume: ``'auto'`` (the latest checkpoint of the work dir) or a checkpoint path.
+        resume: :data:`LATEST`, ``'auto'`` or a checkpoint path (:func:`resume_checkpoint`).
         allow_config_change: ``ConfigGuardHook(allow_config_change=True)``.
     """
     scope = apply_common_args(cfg, work_dir=work_dir, cfg_options=cfg_options, launcher=launcher)
     if amp:
         enable_amp(cfg)
-    if resume == 'auto':
+    if resume is not None:
         cfg.resume = True
-        cfg.load_from = None
-    elif resume is not None:
-        cfg.resume = True
-        cfg.load_from = resume
+        cfg.load_from = resume_checkpoint(resume, cfg.work_dir)
     if scope == 'mmpretrain':
         set_mmpretrain_dataloader_defaults(cfg)
     guard = dict(type=RUNTIME_HOOKS['config_guard'])

@@ -1,6 +1,6 @@
 """Compatibility of the MM 1.x stack (mmengine 0.10.7) with recent PyTorch.
 
-Two gaps are closed here:
+Three gaps are closed here:
 
 * ``torch.load`` defaults to ``weights_only=True`` since PyTorch 2.6, and every checkpoint an
   mmengine ``Runner`` writes holds more than tensors: the message hub's ``HistoryBuffer`` logs
@@ -11,11 +11,20 @@ Two gaps are closed here:
   :func:`register_mmengine_safe_globals` allowlists exactly those types with
   ``torch.serialization.add_safe_globals``; loading stays ``weights_only=True`` (no arbitrary code
   runs), and only processes that call it (importing ``mmdavpt`` does) see the larger allowlist.
+* A file that is not a PyTorch checkpoint at all (random bytes, an HTML error page saved as
+  ``.pth``, a truncated download) makes ``torch.load`` fail with a message that suggests
+  ``weights_only=False``, i.e. running the file's pickle unrestricted.
+  :func:`load_from_local_checked`, registered by :func:`register_checkpoint_loader` as MMEngine's
+  loader of local paths (used by ``load_from``, ``resume``, ``init_cfg=dict(type='Pretrained')``
+  and our converters), says that the file is not a checkpoint instead.
 * mmengine's ``AmpOptimWrapper`` asserts that a GPU (or NPU/MLU/MUSA) is present. On a CPU-only
   machine :class:`CPUAmpOptimWrapper` gives ``--amp`` its CPU meaning: bfloat16 autocast, no loss
   scaling (bfloat16 has the float32 exponent range).
 """
+import os
+import os.path as osp
 import pickle
+import zipfile
 from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any
@@ -26,7 +35,9 @@ from mmengine.config import ConfigDict
 from mmengine.logging import HistoryBuffer
 from mmengine.optim import OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
+from mmengine.runner import CheckpointLoader
 from mmengine.runner.amp import autocast
+from mmengine.runner.checkpoint import load_from_local
 from torch import nn
 
 try:  # numpy >= 1.26; numpy 2 deprecates the numpy.core path
@@ -85,6 +96,56 @@ def register_mmengine_safe_globals() -> None:
     """
     if hasattr(torch.serialization, 'add_safe_globals'):
         torch.serialization.add_safe_globals(mmengine_safe_globals())
+
+
+class NotACheckpointError(ValueError):
+    """A file given as a checkpoint is not one that ``torch.load`` can read."""
+
+
+# ``torch.save`` writes a zip archive (PyTorch >= 1.6) or, with
+# ``_use_new_zipfile_serialization=False``, pickle protocol 2 (``\x80\x02``) starting with its
+# magic number.
+_LEGACY_TORCH_HEAD = b'\x80\x02'
+
+
+def _is_torch_file(path: str) -> bool:
+    with open(path, 'rb') as f:
+        head = f.read(2)
+    return head == _LEGACY_TORCH_HEAD or zipfile.is_zipfile(path)
+
+
+def load_from_local_checked(filename: str, map_location: Any = None) -> Any:
+    """MMEngine's ``load_from_local`` (``torch.load``, safe mode), with a clear error when
+    ``filename`` is not a PyTorch checkpoint.
+
+    Raises:
+        FileNotFoundError: no such file (MMEngine's message).
+        NotACheckpointError: the file is empty, or neither a complete ``torch.save`` zip archive
+            nor a legacy ``torch.save`` pickle. Other load errors (e.g. an object outside the
+            safe-mode allowlist in a real checkpoint) are PyTorch's own.
+    """
+    try:
+        return load_from_local(filename, map_location)
+    except FileNotFoundError:
+        raise
+    except Exception:
+        path = osp.expanduser(filename)
+        if _is_torch_file(path):
+            raise
+    size = os.path.getsize(path)
+    with open(path, 'rb') as f:
+        head = f.read(16)
+    raise NotACheckpointError(
+        f'{filename} is not a PyTorch checkpoint ({size} bytes, starting with {head!r}): '
+        f'neither a complete torch.save zip archive nor a legacy torch.save file. It may be '
+        f'truncated (an interrupted download or copy), another format, or the wrong path; '
+        f'download or convert it again (tools/model_converters/).') from None
+
+
+def register_checkpoint_loader() -> None:
+    """Make :func:`load_from_local_checked` MMEngine's ``CheckpointLoader`` for local paths (the
+    ``''`` scheme; ``http://``, ``s3://`` etc. keep theirs). Idempotent."""
+    CheckpointLoader.register_scheme(prefixes='', loader=load_from_local_checked, force=True)
 
 
 @OPTIM_WRAPPERS.register_module()

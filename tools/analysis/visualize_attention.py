@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 CHECKPOINT_SUFFIXES = ('.pth', '.pt', '.ckpt')
 #: Transforms that need a label and are dropped for a bare IMAGE (besides ``Load*Annotations``).
-LABEL_TRANSFORMS = ('CheckSegLabels', )
+LABEL_TRANSFORMS = ('CheckSegMask', )
 
 
 # ---- attention maps --------------------------------------------------------------------------

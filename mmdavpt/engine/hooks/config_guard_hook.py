@@ -13,6 +13,10 @@ from mmdavpt.utils.ckpt_convert import compare_state_dicts
 
 #: Config sections that must be the same when a run is resumed: what is trained, on what data.
 DEFAULT_KEYS = ('model', 'train_dataloader.dataset', 'train_dataloader.batch_size')
+#: Config sections whose values a resumed run takes from the checkpoint, not from the config:
+#: MMEngine restores the optimizer's parameter groups (lr, momentum, weight decay, ... as set by
+#: ``optimizer`` and ``paramwise_cfg``) and every parameter scheduler's state.
+RESTORED_KEYS = ('optim_wrapper.optimizer', 'optim_wrapper.paramwise_cfg', 'param_scheduler')
 #: Shown in the messages: how to override from the command line.
 OVERRIDE = '--allow-config-change (ConfigGuardHook(allow_config_change=True))'
 
@@ -101,6 +105,16 @@ def config_differences(saved: Dict[str, object], current: Dict[str, object],
     return diffs
 
 
+def _param_group_values(state: object, name: str) -> List[object]:
+    """``name`` of every parameter group in an optimizer (wrapper) state dict, also nested
+    (``OptimWrapperDict``: one state per optimizer)."""
+    if not isinstance(state, dict):
+        return []
+    if isinstance(state.get('param_groups'), list):
+        return [g[name] for g in state['param_groups'] if name in g]
+    return [v for sub in state.values() for v in _param_group_values(sub, name)]
+
+
 def _short(value: object, width: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= width else text[:width - 3] + '...'
@@ -115,7 +129,10 @@ class ConfigGuardHook(Hook):
       and the training data by default. Continuing a DA-VPT run with, e.g., another number of
       prompts or another dataset would load mismatched prompts, mapping and optimiser state, so
       the differing keys are named and the run stops. Extending the schedule (``max_epochs``),
-      logging, validation and paths outside ``keys`` may change freely.
+      logging, validation and paths outside ``keys`` may change freely. Changed optimizer and
+      scheduler settings (:data:`RESTORED_KEYS`, e.g. the learning rate) are not refused but do
+      not take effect, as MMEngine restores them from the checkpoint: a WARNING names them,
+      old -> new, and the learning rates actually in effect.
     - On resume, and when a checkpoint is loaded for testing or validation (``tools/test.py``),
       its state dict must match the model: every key present with the same shape, except the
       frozen backbone weights of a tuned-only checkpoint (``TunedOnlyCheckpointHook``), which come
@@ -165,6 +182,7 @@ class ConfigGuardHook(Hook):
                                   f'be read ({e}): the configs are not compared')
             return
         current = parse_pretty_text(current_text)
+        self._warn_restored_settings(runner, saved, current, checkpoint)
         diffs = config_differences(saved, current, self.keys, self.ignore_keys)
         if not diffs:
             return
@@ -178,6 +196,23 @@ class ConfigGuardHook(Hook):
             return
         raise ValueError(msg + f' Resume with the config of that run, start a new work_dir, or '
                          f'pass {OVERRIDE} to resume anyway.')
+
+    def _warn_restored_settings(self, runner, saved: Dict[str, object],
+                                current: Dict[str, object], checkpoint: dict) -> None:
+        """Warn that changed optimizer / scheduler settings do not take effect on resume."""
+        diffs = config_differences(saved, current, RESTORED_KEYS, self.ignore_keys)
+        if not diffs:
+            return
+        shown = '; '.join(f'{k}: {_short(a)} -> {_short(b)}' for k, a, b in diffs[:12])
+        more = f' (and {len(diffs) - 12} more)' if len(diffs) > 12 else ''
+        lrs = sorted(set(_param_group_values(checkpoint.get('optimizer', {}), 'lr')))
+        runner.logger.warning(
+            f'--resume: {len(diffs)} optimizer/schedule setting(s) differ from the run that saved '
+            f'{self._source(runner)} (checkpoint -> now): {shown}{more}. MMEngine restores the '
+            f'optimizer state and the parameter schedulers from the checkpoint, so the '
+            f"checkpoint's values stay in effect, not the new ones: learning rate(s) of the "
+            f"checkpoint's parameter groups {lrs}. To train with the new settings, start a new "
+            f'work_dir with load_from=CHECKPOINT (weights only) instead of --resume.')
 
     def _check_state_dict(self, runner, checkpoint: dict) -> None:
         model = runner.model

@@ -1,10 +1,7 @@
-from .prompt_metric import (
-                            ClsPromptLoss,
-                            PatchPromptLoss,
-                            prompt_anchor_loss,
-                            prompts_present,
-)
+from .cross_entropy import ClassWeightedCrossEntropyLoss
+from .prompt_metric import ClsPromptLoss, PatchPromptLoss, prompt_anchor_loss, prompts_present
 
 __all__ = [
-    'prompt_anchor_loss', 'prompts_present', 'PatchPromptLoss', 'ClsPromptLoss'
+    'ClassWeightedCrossEntropyLoss', 'prompt_anchor_loss', 'prompts_present', 'PatchPromptLoss',
+    'ClsPromptLoss'
 ]
