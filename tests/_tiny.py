@@ -8,13 +8,17 @@ TINY_ARCH = dict(embed_dims=32, num_layers=3, num_heads=4, feedforward_channels=
 
 
 def tiny_backbone_cfg(**kwargs) -> dict:
+    """A random tiny DAVPTViT; tests that need pre-trained weights set ``init_cfg``."""
     cfg = dict(type='DAVPTViT', arch=TINY_ARCH, img_size=32, patch_size=8, num_prompts=3,
-               num_guided_prompts=2)
+               num_guided_prompts=2, allow_random_backbone=True)
     cfg.update(kwargs)
     return cfg
 
 
-def tiny_classifier_cfg(num_classes: int = 5, guidance: bool = True, **backbone) -> dict:
+def tiny_classifier_cfg(num_classes: int = 5, guidance: bool = True, fixed_mapping: bool = False,
+                        **backbone) -> dict:
+    """``fixed_mapping`` keeps the placeholder class->prompt mapping, for tests that call
+    ``model.loss`` without a ``SemanticMappingHook``."""
     return dict(
         type='DAVPTImageClassifier',
         data_preprocessor=dict(type='ClsDataPreprocessor', num_classes=num_classes,
@@ -25,7 +29,7 @@ def tiny_classifier_cfg(num_classes: int = 5, guidance: bool = True, **backbone)
                   loss=dict(type='CrossEntropyLoss', loss_weight=1.0)),
         guidance=dict(loss_xp=dict(type='PatchPromptLoss', loss_weight=0.5),
                       loss_pcls=dict(type='ClsPromptLoss', loss_weight=0.5),
-                      mapping=dict(seed=0)) if guidance else None)
+                      mapping=dict(seed=0, fixed=fixed_mapping)) if guidance else None)
 
 
 class TinyClsDataset(BaseDataset):

@@ -9,7 +9,12 @@ from mmengine.runner import BaseLoop, find_latest_checkpoint
 from mmpretrain.registry import HOOKS as PRETRAIN_HOOKS
 from mmseg.registry import HOOKS as SEG_HOOKS
 
-from mmdavpt.engine.hooks.tuned_only_checkpoint_hook import frozen_backbone_keys
+from mmdavpt.engine.head_classes import check_head_classes
+from mmdavpt.engine.hooks.tuned_only_checkpoint_hook import (
+    META_FLAG,
+    fingerprint_keys,
+    frozen_backbone_keys,
+)
 
 #: Config sections that must be the same when a run is resumed: what is trained, on what data.
 DEFAULT_KEYS = ('model', 'train_dataloader.dataset', 'train_dataloader.batch_size')
@@ -121,6 +126,9 @@ class ConfigGuardHook(Hook):
       from the backbone's ``init_cfg``. MMEngine itself only warns, and tests a half-loaded model.
       A warm start (``load_from`` without ``resume``, in training) is not checked: loading part of
       a checkpoint (another head, say) is what it is for.
+    - Before training, the heads' numbers of classes must match the training data's
+      (:func:`~mmdavpt.engine.head_classes.check_head_classes`): fewer is an error, more a
+      warning.
 
     Args:
         keys: dotted config keys compared on resume.
@@ -136,6 +144,9 @@ class ConfigGuardHook(Hook):
         self.keys = tuple(keys)
         self.ignore_keys = tuple(ignore_keys)
         self.allow_config_change = allow_config_change
+
+    def before_train(self, runner) -> None:
+        check_head_classes(runner.model, runner.train_dataloader.dataset, runner.logger)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         # ``runner._resume`` and the loop attributes are set by Runner.__init__ / train() / test()
@@ -186,11 +197,12 @@ class ConfigGuardHook(Hook):
         state = {k[len('module.'):] if k.startswith('module.') else k: v
                  for k, v in state.items()}
         own = model.state_dict()
-        allowed_missing = frozen_backbone_keys(model) if checkpoint.get('meta', {}).get(
-            'davpt_tuned_only') else set()
+        tuned_only = checkpoint.get('meta', {}).get(META_FLAG)
+        allowed_missing = frozen_backbone_keys(model) if tuned_only else set()
+        allowed_extra = fingerprint_keys(model) if tuned_only else set()
         missing = sorted(k for k in set(own) - set(state) - allowed_missing
                          if not k.endswith('num_batches_tracked'))
-        unexpected = sorted(set(state) - set(own))
+        unexpected = sorted(set(state) - set(own) - allowed_extra)
         shapes = [f'{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}'
                   for k in sorted(set(state) & set(own))
                   if hasattr(state[k], 'shape') and state[k].shape != own[k].shape]
