@@ -32,7 +32,7 @@ def _cls_batch(model, labels):
 
 
 def test_classifier_adds_both_guidance_losses_and_trains_only_prompts_and_head():
-    model = build_model(tiny_classifier_cfg())
+    model = build_model(tiny_classifier_cfg(fixed_mapping=True))
     model.train()
     inputs, samples = _cls_batch(model, [0, 1, 2, 3])
     losses = model.loss(inputs, samples)
@@ -56,7 +56,7 @@ def test_classifier_adds_both_guidance_losses_and_trains_only_prompts_and_head()
 
 
 def test_guidance_losses_follow_the_mapping():
-    model = build_model(tiny_classifier_cfg(num_classes=4))
+    model = build_model(tiny_classifier_cfg(num_classes=4, fixed_mapping=True))
     model.train()
     inputs, samples = _cls_batch(model, [0, 1, 2, 3])
     torch.manual_seed(0)
@@ -83,7 +83,8 @@ def _seg_model(guidance=True):
                          norm_cfg=dict(type='BN'), align_corners=False,
                          loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0)),
         guidance=dict(loss_xp=dict(type='PatchPromptLoss', loss_weight=0.1),
-                      loss_pcls=dict(type='ClsPromptLoss', loss_weight=0.1)) if guidance
+                      loss_pcls=dict(type='ClsPromptLoss', loss_weight=0.1),
+                      mapping=dict(fixed=True)) if guidance
         else None), scope='mmseg')
 
 
