@@ -25,7 +25,8 @@ class DAVPTImageClassifier(ImageClassifier):
     and the head's cross-entropy is renamed ``loss`` -> ``loss_cls``: MMEngine logs the total of
     all ``loss*`` terms as ``loss``, which a term named ``loss`` would overwrite in the log.
     The final CLS features of the training pass feed the class means of the next remapping.
-    An image mixed by Mixup/CutMix takes its dominant class (:mod:`mmdavpt.models.classifiers.labels`).
+    An image mixed by Mixup/CutMix takes its dominant class
+    (:mod:`mmdavpt.models.classifiers.labels`).
     """
 
     def __init__(self, *args, guidance: Optional[dict] = None, **kwargs) -> None:
