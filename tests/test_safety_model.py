@@ -45,8 +45,8 @@ class _Records(logging.Handler):
         MMLogger.get_current_instance().removeHandler(self)
 
 
-def _runner(work_dir, model, dataset, hooks=(), max_epochs=1):
-    return Runner(
+def _runner(work_dir, model, dataset, hooks=(), max_epochs=1, **kwargs):
+    return Runner(**kwargs,
         model=model, work_dir=str(work_dir),
         experiment_name=f'{os.path.basename(work_dir)}-{uuid.uuid4().hex}',
         train_dataloader=dict(dataset=dataset, sampler=dict(type='DefaultSampler', shuffle=True),
@@ -163,6 +163,16 @@ def test_tuned_only_checkpoint_on_another_backbone_is_refused(tmp_path):
                        rf'{digest}, but the backbone loaded from {other} '
                        r'\(model\.backbone\.init_cfg\.checkpoint\) has fingerprint [0-9a-f]{12}'):
         load_checkpoint(build_model(_pretrained_cfg(other)), path, map_location='cpu')
+
+
+@pytest.mark.parametrize('resume', [False, True])
+def test_load_from_or_resume_onto_another_backbone_is_refused(tmp_path, resume):
+    path, _, _ = _tuned_only_file(tmp_path, _vit_file(tmp_path / 'a.pth', seed=1))
+    other = _vit_file(tmp_path / 'b.pth', seed=2)
+    runner = _runner(tmp_path / 'run', _pretrained_cfg(other), TinyClsDataset(5, per_class=1),
+                     hooks=[dict(type='SemanticMappingHook')], load_from=path, resume=resume)
+    with pytest.raises(ValueError, match=rf'but the backbone loaded from {other} '):
+        runner.train()
 
 
 def test_tuned_only_checkpoint_without_a_fingerprint_loads_with_a_warning(tmp_path):
