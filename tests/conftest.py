@@ -43,13 +43,17 @@ def load_tool(relpath: str) -> ModuleType:
 
 # ---- tiny models -----------------------------------------------------------------------------
 def tiny_backbone_cfg(**kwargs) -> dict:
+    """A random tiny DAVPTViT; tests that need pre-trained weights set ``init_cfg``."""
     cfg = dict(type='DAVPTViT', arch=TINY_ARCH, img_size=32, patch_size=8, num_prompts=3,
-               num_guided_prompts=2)
+               num_guided_prompts=2, allow_random_backbone=True)
     cfg.update(kwargs)
     return cfg
 
 
-def tiny_classifier_cfg(num_classes: int = 5, guidance: bool = True, **backbone) -> dict:
+def tiny_classifier_cfg(num_classes: int = 5, guidance: bool = True, fixed_mapping: bool = False,
+                        **backbone) -> dict:
+    """``fixed_mapping`` keeps the placeholder class->prompt mapping, for tests that call
+    ``model.loss`` without a ``SemanticMappingHook``."""
     return dict(
         type='DAVPTImageClassifier',
         data_preprocessor=dict(type='ClsDataPreprocessor', num_classes=num_classes,
@@ -60,11 +64,12 @@ def tiny_classifier_cfg(num_classes: int = 5, guidance: bool = True, **backbone)
                   loss=dict(type='CrossEntropyLoss', loss_weight=1.0)),
         guidance=dict(loss_xp=dict(type='PatchPromptLoss', loss_weight=0.5),
                       loss_pcls=dict(type='ClsPromptLoss', loss_weight=0.5),
-                      mapping=dict(seed=0)) if guidance else None)
+                      mapping=dict(seed=0, fixed=fixed_mapping)) if guidance else None)
 
 
-def tiny_seg_model(guidance: bool = True):
-    """A tiny DA-VPT segmentor (4 classes, 32 x 32 inputs)."""
+def tiny_seg_model(guidance: bool = True, fixed_mapping: bool = False):
+    """A tiny DA-VPT segmentor (4 classes, 32 x 32 inputs); ``fixed_mapping``: see
+    :func:`tiny_classifier_cfg`."""
     return build_model(dict(
         type='DAVPTEncoderDecoder',
         data_preprocessor=dict(type='SegDataPreProcessor', mean=[0, 0, 0], std=[1, 1, 1],
@@ -75,7 +80,8 @@ def tiny_seg_model(guidance: bool = True):
                          norm_cfg=dict(type='BN'), align_corners=False,
                          loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0)),
         guidance=dict(loss_xp=dict(type='PatchPromptLoss', loss_weight=0.1),
-                      loss_pcls=dict(type='ClsPromptLoss', loss_weight=0.1)) if guidance
+                      loss_pcls=dict(type='ClsPromptLoss', loss_weight=0.1),
+                      mapping=dict(fixed=fixed_mapping)) if guidance
         else None), scope='mmseg')
 
 

@@ -179,6 +179,17 @@ def test_tuned_only_checkpoint_passes_the_guard(task, tmp_path):
     test.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=path)
     test.load_from = str(tmp_path / 'run' / 'epoch_1.pth')
     assert 'accuracy/top1' in Runner.from_cfg(test).test()
+    # the same checkpoint on another backbone of the same shape (tools/test.py's path)
+    other = str(tmp_path / 'other_vit.pth')
+    state = _random_vit().state_dict()
+    state['layers.0.attn.qkv.weight'] = -state['layers.0.attn.qkv.weight']
+    save_checkpoint({'state_dict': state}, other)
+    test = _cfg(root, tmp_path / 'test_other', name='test_other')
+    test.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=other)
+    test.load_from = str(tmp_path / 'run' / 'epoch_1.pth')
+    with pytest.raises(ValueError, match=rf'trained on a frozen backbone with fingerprint '
+                       rf'[0-9a-f]{{12}}, but the backbone loaded from {other}'):
+        Runner.from_cfg(test).test()
 
 
 # --------------------------------------------------------------------------- data

@@ -229,8 +229,10 @@ def test_demo_configs(configs):
 def test_vit_b_davpt_plus_config_trains_a_step(configs):
     """One real ViT-B/16 DA-VPT+ config (weights left out): a training step on two images."""
     cfg = configs[CONFIGS / 'classification/davpt-plus/vit-b16-mae_davpt-plus_vtab-dtd.py']
+    model_cfg = strip_init_cfg(cfg.model)
+    model_cfg.guidance.mapping = dict(model_cfg.guidance.get('mapping') or {}, fixed=True)
     with DefaultScope.overwrite_default_scope('mmpretrain'):
-        model = MODELS.build(strip_init_cfg(cfg.model))
+        model = MODELS.build(model_cfg)
     assert model.guidance.num_prompts == 10 < model.head.num_classes == 47
     model.train()
     data = model.data_preprocessor(

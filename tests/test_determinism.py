@@ -40,7 +40,7 @@ def _train(demo_root, work_dir, seed):
         cfg[f'{split}_dataloader'].dataset.data_root = demo_root
     cfg.train_dataloader.batch_size = 8
     cfg.model.backbone.update(arch=TINY_ARCH, patch_size=14, layer_scale_init_value=0.,
-                              init_cfg=None, prompt_dropout=0.1)
+                              init_cfg=None, allow_random_backbone=True, prompt_dropout=0.1)
     cfg.model.head.in_channels = TINY_ARCH['embed_dims']
     cfg.train_cfg.max_epochs = 2
     cfg.param_scheduler[1].update(T_max=1, end=2)

@@ -32,7 +32,7 @@ def _cls_batch(model, labels):
 
 
 def test_classifier_adds_both_guidance_losses_and_trains_only_prompts_and_head():
-    model = build_model(tiny_classifier_cfg())
+    model = build_model(tiny_classifier_cfg(fixed_mapping=True))
     model.train()
     inputs, samples = _cls_batch(model, [0, 1, 2, 3])
     losses = model.loss(inputs, samples)
@@ -57,7 +57,7 @@ def test_classifier_adds_both_guidance_losses_and_trains_only_prompts_and_head()
 
 
 def test_guidance_losses_follow_the_mapping():
-    model = build_model(tiny_classifier_cfg(num_classes=4))
+    model = build_model(tiny_classifier_cfg(num_classes=4, fixed_mapping=True))
     model.train()
     inputs, samples = _cls_batch(model, [0, 1, 2, 3])
     torch.manual_seed(0)
@@ -74,7 +74,7 @@ def test_guidance_needs_guided_prompts():
 
 
 def test_segmentor_uses_patch_majority_labels():
-    model = tiny_seg_model()
+    model = tiny_seg_model(fixed_mapping=True)
     model.train()
     masks = torch.randint(0, 4, (2, 1, 32, 32))
     masks[1, :, :16] = 255

@@ -141,7 +141,8 @@ def test_official_demo_config():
 def test_key_bias_gets_exactly_zero_gradient_and_value_bias_does_not():
     """Adding b to every key adds q . b to all of a query's logits: softmax ignores it."""
     torch.manual_seed(0)
-    model = build_model(tiny_classifier_cfg(bias_tuning=('k', 'v'), train_cls_token=True))
+    model = build_model(tiny_classifier_cfg(bias_tuning=('k', 'v'), train_cls_token=True,
+                                            fixed_mapping=True))
     model.double().train()
     inputs = torch.randn(4, 3, 32, 32, dtype=torch.float64)
     samples = [DataSample().set_gt_label(c) for c in (0, 1, 2, 3)]

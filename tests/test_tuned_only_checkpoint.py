@@ -81,7 +81,7 @@ def test_tuned_only_checkpoint_without_pretrained_backbone_fails(tmp_path, pretr
 
 
 def test_non_finite_loss_stops_with_the_iteration():
-    model = build_model(tiny_classifier_cfg(num_classes=5))
+    model = build_model(tiny_classifier_cfg(num_classes=5, fixed_mapping=True))
     model.train()
     MessageHub.get_current_instance().update_info('iter', 41)
     x = torch.randn(2, 3, 32, 32)

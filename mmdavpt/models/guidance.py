@@ -29,7 +29,8 @@ class PromptGuidance(nn.Module):
         loss_xp: config of ``L_ML(x, p)``, e.g. ``dict(type='PatchPromptLoss', loss_weight=0.1)``;
             ``None`` switches it off.
         loss_pcls: config of ``L_ML(p, x_cls)``, e.g. ``dict(type='ClsPromptLoss', ...)``.
-        mapping: extra arguments of :class:`SemanticMapping` (``seed``, ``n_init``).
+        mapping: extra arguments of :class:`SemanticMapping` (``seed``, ``n_init``, ``fixed``).
+            Training needs a computed mapping (``SemanticMappingHook``) unless ``fixed=True``.
 
     In a distributed run the losses see the samples of every rank (the global batch): the
     log-sum-exp over a prompt's samples does not split into per-rank terms, so each rank gathers
@@ -75,6 +76,7 @@ class PromptGuidance(nn.Module):
             taps = {i: self._gather_taps(t) for i, t in taps.items()}
             patch_labels = gather_batch(patch_labels)
             image_positive = gather_batch(image_positive)
+        self.mapping.check_trainable()
         c2p = self.mapping.class_to_prompt
         patch_prompt = torch.where(patch_labels >= 0, c2p[patch_labels.clamp(min=0)], -1)
         prompt_positive = (image_positive.float() @ F.one_hot(c2p, self.num_prompts).float()) > 0

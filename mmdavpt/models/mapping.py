@@ -32,12 +32,18 @@ class SemanticMapping(nn.Module):
         feat_dim: D, the width of the features that are clustered.
         seed: random state of the k-means initialisation (deterministic for a seed).
         n_init: k-means restarts for the first clustering (warm starts use one).
+        fixed: keep the placeholder mapping, class c -> prompt c mod M, for the whole run (an
+            ablation without the semantic mapping): training needs no ``SemanticMappingHook``,
+            and :meth:`remap` refuses. Without it, training before a mapping was computed (or
+            loaded) is an error (:meth:`check_trainable`).
 
-    With C <= M every class gets its own prompt and no clustering happens.
+    With C <= M every class gets its own prompt and no clustering happens. Classes never seen
+    (e.g. a head with more classes than the data) keep their placeholder prompt and take no part
+    in the k-means.
     """
 
     def __init__(self, num_classes: int, num_prompts: int, feat_dim: int, seed: int = 0,
-                 n_init: int = 4) -> None:
+                 n_init: int = 4, fixed: bool = False) -> None:
         super().__init__()
         if num_classes <= 0 or num_prompts <= 0:
             raise ValueError(f'num_classes and num_prompts must be > 0, got {num_classes} and '
@@ -46,6 +52,7 @@ class SemanticMapping(nn.Module):
         self.num_prompts = num_prompts
         self.seed = seed
         self.n_init = n_init
+        self.fixed = fixed
         self.register_buffer('class_to_prompt', torch.arange(num_classes) % num_prompts)
         self.register_buffer('centroids', torch.zeros(num_prompts, feat_dim))
         self.register_buffer('class_sum', torch.zeros(num_classes, feat_dim, dtype=torch.float64))
@@ -56,6 +63,18 @@ class SemanticMapping(nn.Module):
     def initialized(self) -> bool:
         """Whether a mapping was computed (or loaded), rather than the placeholder."""
         return bool(self.num_remaps > 0)
+
+    def check_trainable(self) -> None:
+        """Raise unless a mapping was computed or loaded, or ``fixed=True`` asks for the
+        placeholder: called by the guidance at every training step."""
+        if not (self.fixed or self.initialized):
+            raise RuntimeError(
+                'DA-VPT guidance is training with the placeholder class->prompt mapping (class c '
+                f'-> prompt c % {self.num_prompts}): no class->prompt mapping was computed. Add '
+                "dict(type='SemanticMappingHook') to custom_hooks (it builds the mapping before "
+                'the first iteration and remaps during training), or set '
+                'model.guidance.mapping=dict(fixed=True) to train with the placeholder mapping '
+                'on purpose')
 
     @torch.no_grad()
     def accumulate(self, features: Tensor, labels: Tensor) -> None:
@@ -80,6 +99,9 @@ class SemanticMapping(nn.Module):
         every rank holds the same mapping. Classes not seen keep their prompt. The k-means starts
         from the previous centroids once a mapping exists.
         """
+        if self.fixed:
+            raise RuntimeError('this mapping is fixed (model.guidance.mapping.fixed=True): '
+                               'remove SemanticMappingHook from custom_hooks, or drop fixed=True')
         dist.all_reduce(self.class_sum)
         dist.all_reduce(self.class_count)
         seen = (self.class_count > 0).nonzero().flatten()
@@ -121,9 +143,11 @@ class SemanticMapping(nn.Module):
         else:
             raise ValueError(
                 f'only {len(seen)} of {self.num_classes} classes were seen, fewer than the '
-                f'{self.num_prompts} guided prompts: cannot build the first mapping')
+                f'{self.num_prompts} guided prompts: cannot build the first mapping; set '
+                'num_guided_prompts to at most the number of classes in the training data')
         self.class_to_prompt[seen] = torch.as_tensor(np.asarray(assign), dtype=torch.long)
         self.centroids.copy_(torch.as_tensor(np.asarray(centroids)))
 
     def extra_repr(self) -> str:
-        return f'num_classes={self.num_classes}, num_prompts={self.num_prompts}'
+        return f'num_classes={self.num_classes}, num_prompts={self.num_prompts}' + \
+            (', fixed=True' if self.fixed else '')

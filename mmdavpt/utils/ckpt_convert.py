@@ -434,6 +434,7 @@ class KeyMismatch:
 
 def compare_state_dicts(model_state: Mapping[str, Tensor], loaded: Mapping[str, object], *,
                         allowed_missing: Iterable[str] = (),
+                        allowed_extra: Iterable[str] = (),
                         shape_exempt: Iterable[str] = ()) -> KeyMismatch:
     """The one key check of mmdavpt: how ``loaded`` (a checkpoint's state dict) differs from
     ``model_state`` (``model.state_dict()``).
@@ -442,11 +443,12 @@ def compare_state_dicts(model_state: Mapping[str, Tensor], loaded: Mapping[str, 
         model_state: the model's tensors by key.
         loaded: the checkpoint's values by key; values without ``shape`` are not shape-checked.
         allowed_missing: model keys the checkpoint need not have (e.g. tensors filled elsewhere).
+        allowed_extra: checkpoint keys the model need not have (e.g. records read on load).
         shape_exempt: keys whose shapes may differ (e.g. a position embedding resized on load).
     """
     allowed, exempt = set(allowed_missing), set(shape_exempt)
     missing = sorted(set(model_state) - set(loaded) - allowed)
-    unexpected = sorted(set(loaded) - set(model_state))
+    unexpected = sorted(set(loaded) - set(model_state) - set(allowed_extra))
     shapes = [f'{k} {tuple(loaded[k].shape)} vs {tuple(model_state[k].shape)}'
               for k in sorted(set(loaded) & set(model_state) - exempt)
               if hasattr(loaded[k], 'shape') and loaded[k].shape != model_state[k].shape]

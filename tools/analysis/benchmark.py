@@ -131,8 +131,10 @@ def classifier_cfg(method: str, args: argparse.Namespace) -> dict:
             else {}
         backbone = davpt_backbone_cfg(args, P, P, guided_layers=(-1, ), prompt_dropout=0.1,
                                       **plus)
+        # timing only: the placeholder class->prompt mapping costs what a computed one does
         guidance = dict(loss_xp=dict(type='PatchPromptLoss', loss_weight=0.1),
-                        loss_pcls=dict(type='ClsPromptLoss', loss_weight=0.1))
+                        loss_pcls=dict(type='ClsPromptLoss', loss_weight=0.1),
+                        mapping=dict(fixed=True))
     else:
         raise ValueError(f'unknown method {method!r}; choose from {METHODS}')
     embed_dims = arch_settings(args.arch)[0]['embed_dims']

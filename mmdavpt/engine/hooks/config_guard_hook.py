@@ -7,7 +7,12 @@ from mmengine.hooks import Hook
 from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.runner import BaseLoop, find_latest_checkpoint
 
-from mmdavpt.engine.hooks.tuned_only_checkpoint_hook import frozen_backbone_keys
+from mmdavpt.engine.head_classes import check_head_classes
+from mmdavpt.engine.hooks.tuned_only_checkpoint_hook import (
+    META_FLAG,
+    fingerprint_keys,
+    frozen_backbone_keys,
+)
 from mmdavpt.registry import register_hook
 from mmdavpt.utils.ckpt_convert import compare_state_dicts
 
@@ -139,6 +144,9 @@ class ConfigGuardHook(Hook):
       from the backbone's ``init_cfg``. MMEngine itself only warns, and tests a half-loaded model.
       A warm start (``load_from`` without ``resume``, in training) is not checked: loading part of
       a checkpoint (another head, say) is what it is for.
+    - Before training, the heads' numbers of classes must match the training data's
+      (:func:`~mmdavpt.engine.head_classes.check_head_classes`): fewer is an error, more a
+      warning.
 
     Args:
         keys: dotted config keys compared on resume.
@@ -154,6 +162,9 @@ class ConfigGuardHook(Hook):
         self.keys = tuple(keys)
         self.ignore_keys = tuple(ignore_keys)
         self.allow_config_change = allow_config_change
+
+    def before_train(self, runner) -> None:
+        check_head_classes(runner.model, runner.train_dataloader.dataset, runner.logger)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         # ``runner._resume`` and the loop attributes are set by Runner.__init__ / train() / test()
@@ -222,10 +233,12 @@ class ConfigGuardHook(Hook):
         state = {k[len('module.'):] if k.startswith('module.') else k: v
                  for k, v in state.items()}
         own = model.state_dict()
-        allowed_missing = set(frozen_backbone_keys(model)) if checkpoint.get('meta', {}).get(
-            'davpt_tuned_only') else set()
+        tuned_only = checkpoint.get('meta', {}).get(META_FLAG)
+        allowed_missing = set(frozen_backbone_keys(model)) if tuned_only else set()
         allowed_missing |= {k for k in own if k.endswith('num_batches_tracked')}
-        mismatch = compare_state_dicts(own, state, allowed_missing=allowed_missing)
+        mismatch = compare_state_dicts(
+            own, state, allowed_missing=allowed_missing,
+            allowed_extra=fingerprint_keys(model) if tuned_only else ())
         if not mismatch:
             return
         raise KeyError(f'{self._source(runner)} does not match the model '

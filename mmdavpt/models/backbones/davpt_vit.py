@@ -19,6 +19,7 @@ from mmpretrain.models import VisionTransformer
 from mmpretrain.models.utils import resize_pos_embed, to_2tuple
 from torch import Tensor, nn
 
+from mmdavpt.models.backbones.args import int_list, name_tuple, pretrained_checkpoint
 from mmdavpt.registry import register_model
 
 #: Bias groups that ``bias_tuning`` can unfreeze. 'q', 'k', 'v' are slices of the fused qkv
@@ -71,6 +72,11 @@ class DAVPTViT(VisionTransformer):
         bias_tuning: bias groups to tune, a subset of ``BIAS_GROUPS``; ``('k', 'v')`` is DA-VPT+.
         train_cls_token: tune the CLS token too.
         with_cp: activation checkpointing of the unguided layers while training.
+        allow_random_backbone: let :meth:`init_weights` (called by the Runner before training)
+            keep a randomly initialised frozen backbone when ``init_cfg`` is not
+            ``dict(type='Pretrained', checkpoint=...)``; without it that is an error, since
+            prompts tuned on a random frozen ViT are almost never wanted. For tests, and for runs
+            whose frozen weights come from a full checkpoint (``load_from``/``resume``).
         Other arguments are those of MMPretrain's ``VisionTransformer``.
 
     All parameters except the prompts, the tuned biases and (optionally) the CLS token are frozen,
@@ -85,13 +91,14 @@ class DAVPTViT(VisionTransformer):
                  out_type: str = 'cls_token',
                  layer_scale_init_value: Optional[float] = None,
                  num_prompts: int = 10,
-                 guided_layers: Sequence[int] = (-1, ),
+                 guided_layers: Union[int, Sequence[int]] = (-1, ),
                  num_guided_prompts: int = 10,
                  prompt_mode: str = 'deep',
                  prompt_dropout: float = 0.,
-                 bias_tuning: Sequence[str] = (),
+                 bias_tuning: Union[str, Sequence[str]] = (),
                  train_cls_token: bool = False,
                  with_cp: bool = False,
+                 allow_random_backbone: bool = False,
                  **kwargs) -> None:
         settings = self.arch_zoo[arch.lower()] if isinstance(arch, str) and \
             arch.lower() in self.arch_zoo else (arch if isinstance(arch, dict) else {})
@@ -99,10 +106,8 @@ class DAVPTViT(VisionTransformer):
             patch_size = settings.get('patch_size', 16)
         if layer_scale_init_value is None:
             layer_scale_init_value = settings.get('layer_scale_init_value', 0.)
-        if isinstance(out_indices, int):
-            out_indices = [out_indices]
         super().__init__(arch=arch, img_size=img_size, patch_size=patch_size,
-                         out_indices=list(out_indices), out_type=out_type,
+                         out_indices=int_list(out_indices, 'out_indices'), out_type=out_type,
                          layer_scale_init_value=layer_scale_init_value, **kwargs)
         self.patch_size = patch_size
         self.with_cp = with_cp
@@ -114,7 +119,8 @@ class DAVPTViT(VisionTransformer):
             raise ValueError(f'prompt counts must be >= 0, got num_prompts={num_prompts}, '
                              f'num_guided_prompts={num_guided_prompts}')
         self.prompt_mode = prompt_mode
-        self.guided_layers = self._check_layer_indices(guided_layers, 'guided_layers')
+        self.guided_layers = self._check_layer_indices(int_list(guided_layers, 'guided_layers'),
+                                                       'guided_layers')
         if num_guided_prompts == 0:
             self.guided_layers = []
         if prompt_mode == 'shallow' and self.guided_layers:
@@ -138,11 +144,7 @@ class DAVPTViT(VisionTransformer):
         self.prompt_dropout = nn.Dropout(prompt_dropout)
 
         # ---- what is tuned ---------------------------------------------------------------------
-        unknown = set(bias_tuning) - set(BIAS_GROUPS)
-        if unknown:
-            raise ValueError(f'unknown bias_tuning names {sorted(unknown)}; choose from '
-                             f'{BIAS_GROUPS}')
-        self.bias_tuning = tuple(bias_tuning)
+        self.bias_tuning = name_tuple(bias_tuning, 'bias_tuning', BIAS_GROUPS)
         self.train_cls_token = train_cls_token
         self.requires_grad_(False)
         for prompt in self.prompts:  # empty prompt sets never get a gradient (DDP would hang)
@@ -162,6 +164,7 @@ class DAVPTViT(VisionTransformer):
         if 'norm' in self.bias_tuning and self.final_norm:
             self.ln1.bias.requires_grad_(True)
 
+        self.allow_random_backbone = allow_random_backbone
         self._pretrained_loaded = False
         self._register_load_state_dict_pre_hook(self._fill_frozen_from_pretrained)
 
@@ -322,13 +325,19 @@ class DAVPTViT(VisionTransformer):
         MMPretrain, MMSeg, timm, jax ``.npz``, MoCo-v3 and DINOv2 layouts are converted by
         :func:`mmdavpt.utils.ckpt_convert.load_vit_state_dict`. Every frozen backbone tensor must
         be matched: a mismatch raises instead of silently training from a random backbone.
+        Without a ``Pretrained`` ``init_cfg`` it raises unless ``allow_random_backbone=True``.
         """
-        cfg = self.init_cfg
-        if not (isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'):
+        checkpoint = pretrained_checkpoint(self.init_cfg, self.allow_random_backbone)
+        if checkpoint is None:
             super().init_weights()
             return
-        self.load_pretrained(cfg['checkpoint'])
+        self.load_pretrained(checkpoint)
         self._is_init = True
+
+    @property
+    def pretrained_loaded(self) -> bool:
+        """Whether :meth:`load_pretrained` has put pre-trained weights into the backbone."""
+        return self._pretrained_loaded
 
     def load_pretrained(self, checkpoint: Union[str, dict]) -> None:
         """Load a pre-trained ViT into the frozen backbone; see :meth:`init_weights`."""
@@ -368,22 +377,8 @@ class DAVPTViT(VisionTransformer):
         logger.info(f'DAVPTViT: loaded {len(state_dict)} pre-trained tensors from {name}')
 
     def _fill_frozen_from_pretrained(self, state_dict: dict, prefix: str, *args) -> None:
-        """Load a tuned-only checkpoint on top of the pre-trained backbone of ``init_cfg``.
-
-        A checkpoint saved by :class:`~mmdavpt.engine.hooks.TunedOnlyCheckpointHook` holds the
-        prompts, tuned biases and head but no frozen backbone weight. When such a state dict is
-        loaded into a backbone that has not been initialised from its pre-trained weights (e.g.
-        by ``tools/test.py``, which does not call ``init_weights``), those are loaded first.
-        """
-        if prefix + 'patch_embed.projection.weight' in state_dict or self._pretrained_loaded:
-            return
-        if not any(k.startswith(prefix + 'prompts.') for k in state_dict):
-            return  # not a state dict of this backbone at all
-        cfg = self.init_cfg
-        if not (isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'):
-            raise KeyError('this checkpoint holds only the tuned tensors of a DAVPTViT; the frozen '
-                           'backbone must come from init_cfg=dict(type=\'Pretrained\', '
-                           'checkpoint=...), which this model does not have')
-        self.load_pretrained(cfg['checkpoint'])
-        for key, value in self.state_dict().items():  # no "missing keys" for the frozen part
-            state_dict.setdefault(prefix + key, value)
+        """Load a tuned-only checkpoint on top of the pre-trained backbone of ``init_cfg``, after
+        checking it was trained on that backbone (see
+        :func:`mmdavpt.engine.hooks.tuned_only_checkpoint_hook.load_tuned_only`)."""
+        from mmdavpt.engine.hooks.tuned_only_checkpoint_hook import load_tuned_only
+        load_tuned_only(self, state_dict, prefix)

@@ -7,6 +7,7 @@ from mmpretrain.models import ImageClassifier
 from mmpretrain.structures import DataSample
 from torch import Tensor
 
+from mmdavpt.models.classifiers.labels import GuidanceLabels
 from mmdavpt.models.guidance import PromptGuidance, check_finite_losses
 from mmdavpt.registry import register_model
 
@@ -24,6 +25,8 @@ class DAVPTImageClassifier(ImageClassifier):
     and the head's cross-entropy is renamed ``loss`` -> ``loss_cls``: MMEngine logs the total of
     all ``loss*`` terms as ``loss``, which a term named ``loss`` would overwrite in the log.
     The final CLS features of the training pass feed the class means of the next remapping.
+    An image mixed by Mixup/CutMix takes its dominant class
+    (:mod:`mmdavpt.models.classifiers.labels`).
     """
 
     def __init__(self, *args, guidance: Optional[dict] = None, **kwargs) -> None:
@@ -31,10 +34,7 @@ class DAVPTImageClassifier(ImageClassifier):
         self.guidance = None
         if guidance is not None:
             self.guidance = PromptGuidance(self.backbone, self.head.num_classes, **guidance)
-
-    @staticmethod
-    def _labels(data_samples: List[DataSample], device: torch.device) -> Tensor:
-        return torch.cat([ds.gt_label for ds in data_samples]).to(device)
+        self._labels = GuidanceLabels()
 
     def loss(self, inputs: Tensor, data_samples: List[DataSample]) -> dict:
         if self.guidance is None:
