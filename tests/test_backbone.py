@@ -157,20 +157,26 @@ def test_frozen_modules_stay_in_eval_mode():
 
 
 def _reference_attention_taps(model, x_in, layer_idx):
-    """Recompute the guided layer's query and MHSA output independently of _layer_forward."""
+    """Recompute the guided layer's query and key projections, the heads' concat (MHSA before
+    W_O) and the MHSA output after W_O independently of _layer_forward: softmax attention
+    written out head by head, the tuned bias offsets added to the qkv bias by hand."""
     layer = model.layers[layer_idx]
     h = layer.ln1(x_in)
     W, b = layer.attn.qkv.weight, layer.attn.qkv.bias
-    q, k, v = (F.linear(h, W[i * 32:(i + 1) * 32], b[i * 32:(i + 1) * 32]) for i in range(3))
-    B, L, _ = q.shape
-    split = lambda t: t.reshape(B, L, 4, 8).transpose(1, 2)  # noqa: E731
-    attn = (split(q) @ split(k).transpose(-1, -2) / 8**0.5).softmax(-1)
-    out = layer.attn.proj((attn @ split(v)).transpose(1, 2).reshape(B, L, 32))
-    return q, out
+    q, k, v = (F.linear(h, W[i * 32:(i + 1) * 32],
+                        b[i * 32:(i + 1) * 32] + getattr(layer.attn, f'{n}_bias_delta', 0.))
+               for i, n in enumerate('qkv'))
+    heads = []
+    for j in range(4):  # 4 heads of 8 channels
+        qh, kh, vh = (t[..., j * 8:(j + 1) * 8] for t in (q, k, v))
+        heads.append((qh @ kh.transpose(-1, -2) / 8**0.5).softmax(-1) @ vh)
+    concat = torch.cat(heads, dim=-1)  # B x L x 32: Concat(H_1..H_4)
+    return q, k, concat, layer.attn.proj(concat)
 
 
 def test_taps_are_the_query_projections_and_mhsa_output():
-    model = _randomise(build_model(tiny_backbone_cfg(out_type='raw', out_indices=(1, ))))
+    model = _randomise(build_model(tiny_backbone_cfg(out_type='raw', out_indices=(1, ),
+                                                     bias_tuning=('q', 'k', 'v'))))
     model.eval()
     x = torch.randn(2, 3, 32, 32)
     before = _module_state(model)
@@ -179,13 +185,36 @@ def test_taps_are_the_query_projections_and_mhsa_output():
     (x1, ), taps, final = model.forward_with_taps(x)  # x1: [CLS, 3 old prompts, patches]
     assert list(taps) == [2] and final.shape == (2, 1 + 2 + 16, 32)
     x_in = torch.cat([x1[:, :1], model.prompts[2].expand(2, -1, -1), x1[:, 4:]], dim=1)
-    q, out = _reference_attention_taps(model, x_in, 2)
+    q, k, concat, out = _reference_attention_taps(model, x_in, 2)
     t = taps[2]
+    assert t.prompt_key.shape == t.prompt_query.shape == (2, 32)
+    assert t.patch_mhsa.shape == t.patch_mhsa_proj.shape == (2, 16, 32)
     torch.testing.assert_close(t.prompt_query, q[0, 1:3], atol=1e-5, rtol=0)
+    torch.testing.assert_close(t.prompt_key, k[0, 1:3], atol=1e-5, rtol=0)
     torch.testing.assert_close(t.cls_query, q[:, 0], atol=1e-5, rtol=0)
-    torch.testing.assert_close(t.patch_mhsa, out[:, 3:], atol=1e-5, rtol=0)
+    torch.testing.assert_close(t.patch_mhsa, concat[:, 3:], atol=1e-5, rtol=0)
+    torch.testing.assert_close(t.patch_mhsa_proj, out[:, 3:], atol=1e-5, rtol=0)
+    torch.testing.assert_close(model.layers[2].attn.proj(t.patch_mhsa), t.patch_mhsa_proj,
+                               atol=1e-6, rtol=0)
+    assert (t.patch_mhsa - t.patch_mhsa_proj).abs().max() > 0.1  # W_O is not the identity
     torch.testing.assert_close(t.prompt_raw, model.prompts[2])
     torch.testing.assert_close(t.block_input, x1[:, 4:])
+    # slices of the tensors the layer computes anyway: no copy
+    assert t.prompt_key.untyped_storage().data_ptr() == \
+        t.cls_query.untyped_storage().data_ptr()  # the fused qkv output
+    assert t.patch_mhsa._base is not None and t.patch_mhsa._base.numel() == 2 * (1 + 2 + 16) * 32
+
+
+def test_prompt_key_tap_is_the_prompts_key_projection_by_hand():
+    """prompt_key = LN(p) W_K + b_K (+ the tuned key bias offset), computed from the prompts."""
+    model = _randomise(build_model(tiny_backbone_cfg(bias_tuning=('k', ))))
+    model.train()
+    _, taps, _ = model.forward_with_taps(torch.randn(2, 3, 32, 32))
+    attn = model.layers[2].attn
+    assert attn.k_bias_delta.abs().min() > 0  # randomised: the offset is really in
+    want = (model.layers[2].ln1(model.prompts[2]) @ attn.qkv.weight[32:64].t()
+            + attn.qkv.bias[32:64] + attn.k_bias_delta)
+    torch.testing.assert_close(taps[2].prompt_key, want, atol=1e-5, rtol=0)
 
 
 def _module_state(model):
@@ -323,7 +352,8 @@ def test_in_place_prompt_insertion_equals_concatenation(kwargs, monkeypatch):
         if model.guided_layers:  # the taps of the guided layer take part in the loss too
             loss = loss + final.square().sum() + sum(
                 getattr(t, f).square().sum() for t in taps.values()
-                for f in ('prompt_query', 'cls_query', 'patch_mhsa', 'block_input'))
+                for f in ('prompt_query', 'prompt_key', 'cls_query', 'patch_mhsa',
+                          'patch_mhsa_proj', 'block_input'))
         loss.backward()
         model.eval()
         with torch.no_grad():

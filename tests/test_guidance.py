@@ -4,6 +4,7 @@ from mmengine.structures import PixelData
 from mmpretrain.structures import DataSample
 from mmseg.structures import SegDataSample
 
+from mmdavpt.models import guidance as guidance_module
 from mmdavpt.models import patch_labels_from_mask
 from mmdavpt.registry import build_model
 
@@ -90,3 +91,22 @@ def test_segmentor_uses_patch_majority_labels():
     # 16 patches per image, the top half of image 1 ignored -> 16 + 8 labelled patches
     assert model.guidance.mapping.class_count.sum() == 24
     assert model.mapping_features(torch.randn(2, 3, 32, 32), samples)[0].shape == (24, 32)
+
+
+@pytest.mark.parametrize('sample_side,field', [
+    ('mhsa', 'patch_mhsa'), ('mhsa_proj', 'patch_mhsa_proj'), ('mhsa_mean', 'patch_mhsa'),
+    ('mhsa_proj_mean', 'patch_mhsa_proj'), ('block_input_mean', 'block_input'), (None, None)])
+def test_distributed_gather_takes_only_what_the_losses_read(sample_side, field, monkeypatch):
+    """Across ranks, the CLS query and the one B x N x D tap the sample side reads are gathered;
+    the other taps stay as they are (a stand-in gather doubles the batch)."""
+    backbone = build_model(tiny_backbone_cfg())
+    loss_xp = dict(type='PatchPromptLoss', sample_side=sample_side) if sample_side else None
+    guidance = guidance_module.PromptGuidance(backbone, 4, loss_xp=loss_xp,
+                                              loss_pcls=dict(type='ClsPromptLoss'))
+    _, taps, _ = backbone.forward_with_taps(torch.randn(2, 3, 32, 32))
+    monkeypatch.setattr(guidance_module, 'gather_batch', lambda x: torch.cat([x, x]))
+    gathered = guidance._gather_taps(taps[2])
+    for name in ('cls_query', 'patch_mhsa', 'patch_mhsa_proj', 'block_input'):
+        want = 4 if name in ('cls_query', field) else 2
+        assert getattr(gathered, name).shape[0] == want, name
+    assert gathered.prompt_key is taps[2].prompt_key

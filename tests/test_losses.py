@@ -11,6 +11,9 @@ from mmdavpt.models.losses import (
     prompt_anchor_loss,
     prompts_present,
 )
+from mmdavpt.registry import build_model
+
+from _tiny import tiny_backbone_cfg
 
 
 def reference_loss(samples, prompts, positive, margin, temperature):
@@ -95,9 +98,11 @@ def test_bad_shapes_raise():
 def _taps(B=2, N=5, M=3, D=8):
     g = torch.Generator().manual_seed(0)
     return GuidanceTaps(prompt_query=torch.randn(M, D, generator=g),
+                        prompt_key=torch.randn(M, D, generator=g),
                         prompt_raw=torch.randn(M, D, generator=g),
                         cls_query=torch.randn(B, D, generator=g),
                         patch_mhsa=torch.randn(B, N, D, generator=g),
+                        patch_mhsa_proj=torch.randn(B, N, D, generator=g),
                         block_input=torch.randn(B, N, D, generator=g))
 
 
@@ -119,6 +124,54 @@ def test_loss_modules_select_the_right_tensors():
     assert got.item() == pytest.approx(want.item())
     want = 0.2 * prompt_anchor_loss(taps.cls_query, taps.prompt_query, present)
     assert ClsPromptLoss(0.2)(taps, present).item() == pytest.approx(want.item())
+
+
+@pytest.mark.parametrize('sample_side,field,pooled', [
+    ('mhsa', 'patch_mhsa', False), ('mhsa_proj', 'patch_mhsa_proj', False),
+    ('mhsa_mean', 'patch_mhsa', True), ('mhsa_proj_mean', 'patch_mhsa_proj', True),
+    ('block_input_mean', 'block_input', True)])
+def test_every_sample_side_matches_the_loop_reference(sample_side, field, pooled):
+    """Each sample side reads its own tap (all taps differ, so a wrong one would show)."""
+    taps = _taps()
+    patch_prompt = torch.tensor([[0, 0, 1, -1, 1], [2, 2, 2, 2, -1]])
+    loss = PatchPromptLoss(0.5, sample_side=sample_side)
+    assert loss.sample_tap == field
+    source = getattr(taps, field)
+    if pooled:
+        samples, positive = source.mean(1), prompts_present(patch_prompt, 3)
+    else:
+        keep = patch_prompt.flatten() >= 0
+        samples = source.reshape(-1, 8)[keep]
+        positive = F.one_hot(patch_prompt.flatten()[keep], 3).bool()
+    want = 0.5 * reference_loss(samples, taps.prompt_query, positive, 0.1, 1 / 32)
+    assert loss(taps, patch_prompt).item() == pytest.approx(want, rel=1e-5)
+    others = {f for f in ('patch_mhsa', 'patch_mhsa_proj', 'block_input') if f != field}
+    for other in others:  # the loss depends on its tap only
+        moved = GuidanceTaps(**{**vars(taps), other: getattr(taps, other) + 1.})
+        assert loss(moved, patch_prompt).item() == loss(taps, patch_prompt).item()
+
+
+@pytest.mark.parametrize('prompt_side,field', [
+    ('query', 'prompt_query'), ('raw', 'prompt_raw'), ('key', 'prompt_key')])
+def test_cls_prompt_sides_match_the_loop_reference(prompt_side, field):
+    taps = _taps()
+    present = torch.tensor([[True, True, False], [False, False, True]])
+    want = 0.2 * reference_loss(taps.cls_query, getattr(taps, field), present, 0.1, 1 / 32)
+    got = ClsPromptLoss(0.2, prompt_side=prompt_side)(taps, present)
+    assert got.item() == pytest.approx(want, rel=1e-5)
+
+
+def test_cls_key_side_reaches_the_prompts_and_the_key_bias():
+    """prompt_side='key': the gradient flows through LN(p) W_K + b_K into the guided prompts and
+    the tuned key bias offset of the guided layer (which no other side can move)."""
+    model = build_model(tiny_backbone_cfg(bias_tuning=('k', ), num_guided_prompts=3))
+    model.train()
+    _, taps, _ = model.forward_with_taps(torch.randn(2, 3, 32, 32,
+                                                     generator=torch.Generator().manual_seed(0)))
+    present = torch.tensor([[True, False, False], [False, True, True]])
+    ClsPromptLoss(1.0, prompt_side='key')(taps[2], present).backward()
+    assert model.prompts[2].grad.abs().min() > 0
+    assert model.layers[2].attn.k_bias_delta.grad.abs().max() > 1e-4
 
 
 def test_batched_strided_samples_with_ignored_patches_equal_the_gathered_loss():

@@ -90,14 +90,13 @@ class PromptGuidance(nn.Module):
         return losses
 
     def _gather_taps(self, taps: GuidanceTaps) -> GuidanceTaps:
-        """The taps with the per-image tensors the losses read gathered from all ranks."""
-        side = self.loss_xp.sample_side if self.loss_xp is not None else None
-        return dataclasses.replace(
-            taps, cls_query=gather_batch(taps.cls_query),
-            patch_mhsa=gather_batch(taps.patch_mhsa) if side in ('mhsa', 'mhsa_mean')
-            else taps.patch_mhsa,
-            block_input=gather_batch(taps.block_input) if side == 'block_input_mean'
-            else taps.block_input)
+        """The taps with the per-image tensors the losses read gathered from all ranks: the CLS
+        query and the one B x N x D tensor that ``loss_xp``'s sample side reads."""
+        gathered = dict(cls_query=gather_batch(taps.cls_query))
+        if self.loss_xp is not None:
+            field = self.loss_xp.sample_tap
+            gathered[field] = gather_batch(getattr(taps, field))
+        return dataclasses.replace(taps, **gathered)
 
 
 def gather_batch(x: Tensor) -> Tensor:

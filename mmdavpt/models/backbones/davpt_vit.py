@@ -37,16 +37,23 @@ class GuidanceTaps:
 
     Attributes:
         prompt_query: M x D, the prompts' query projection ``LN(p) W_Q + b_Q``.
+        prompt_key: M x D, the prompts' key projection ``LN(p) W_K + b_K`` (with any tuned
+            key bias offset).
         prompt_raw: M x D, the prompt parameters as inserted (after prompt dropout).
         cls_query: B x D, the CLS token's query projection.
-        patch_mhsa: B x N x D, the multi-head self-attention output of the patch tokens
-            (after the output projection, before LayerScale and the residual).
+        patch_mhsa: B x N x D, the multi-head self-attention output of the patch tokens as the
+            paper defines it (section 2.1): the heads' outputs concatenated, BEFORE the output
+            projection W_O (the official code's ``attn_out``).
+        patch_mhsa_proj: B x N x D, the same after the output projection W_O (before
+            LayerScale and the residual).
         block_input: B x N x D, the block's input patch tokens (the official code's samples).
     """
     prompt_query: Tensor
+    prompt_key: Tensor
     prompt_raw: Tensor
     cls_query: Tensor
     patch_mhsa: Tensor
+    patch_mhsa_proj: Tensor
     block_input: Tensor
 
 
@@ -217,16 +224,19 @@ class DAVPTViT(VisionTransformer):
         heads, head_dims = attn.num_heads, attn.head_dims
         qkv = F.linear(layer.ln1(x), attn.qkv.weight, self._qkv_bias(attn))
         q, k, v = qkv.reshape(B, L, 3, heads, head_dims).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v)  # B x heads x L x head_dims
-        out = attn.proj(out.transpose(1, 2).reshape(B, L, D))
+        heads_out = F.scaled_dot_product_attention(q, k, v)  # B x heads x L x head_dims
+        heads_out = heads_out.transpose(1, 2).reshape(B, L, D)  # Concat(H_1..H_h), before W_O
+        out = attn.proj(heads_out)
         taps = None
         if with_taps:
             q_tokens = qkv[..., :D]  # B x L x D, heads concatenated as in W_Q
             taps = GuidanceTaps(
                 prompt_query=q_tokens[0, 1:num_prefix],
+                prompt_key=qkv[0, 1:num_prefix, D:2 * D],
                 prompt_raw=x[0, 1:num_prefix],
                 cls_query=q_tokens[:, 0],
-                patch_mhsa=out[:, num_prefix:],
+                patch_mhsa=heads_out[:, num_prefix:],
+                patch_mhsa_proj=out[:, num_prefix:],
                 block_input=x[:, num_prefix:])
         x = x + attn.out_drop(attn.gamma1(attn.proj_drop(out)))
         x = layer.ffn(layer.ln2(x), identity=x)

@@ -88,13 +88,17 @@ def prompt_anchor_loss(samples: Tensor, prompts: Tensor, positive: Tensor, margi
 class _PromptMetricLoss(nn.Module):
     """Shared options of the two directions of the prompt metric loss."""
 
-    PROMPT_SIDES = ('query', 'raw')
+    #: prompt_side -> the :class:`GuidanceTaps` field it reads (M x D).
+    PROMPT_TAPS = {'query': 'prompt_query', 'raw': 'prompt_raw'}
 
     def __init__(self, loss_weight: float, margin: float = 0.1, temperature: float = 1 / 32,
                  prompt_side: str = 'query', positive_norm: str = 'present') -> None:
         super().__init__()
-        if prompt_side not in self.PROMPT_SIDES:
-            raise ValueError(f'prompt_side must be one of {self.PROMPT_SIDES}, got {prompt_side!r}')
+        if prompt_side not in self.PROMPT_TAPS:
+            hint = (" ('key' is an option of ClsPromptLoss only)" if prompt_side == 'key'
+                    else '')
+            raise ValueError(f'prompt_side of {type(self).__name__} must be one of '
+                             f'{tuple(self.PROMPT_TAPS)}, got {prompt_side!r}{hint}')
         if temperature <= 0:
             raise ValueError(f'temperature must be > 0, got {temperature}')
         if positive_norm not in POSITIVE_NORMS:
@@ -107,7 +111,7 @@ class _PromptMetricLoss(nn.Module):
         self.positive_norm = positive_norm
 
     def _prompts(self, taps: GuidanceTaps) -> Tensor:
-        return taps.prompt_query if self.prompt_side == 'query' else taps.prompt_raw
+        return getattr(taps, self.PROMPT_TAPS[self.prompt_side])
 
     def _loss(self, samples: Tensor, prompts: Tensor, positive: Tensor,
               valid: Optional[Tensor] = None) -> Tensor:
@@ -122,9 +126,12 @@ class PatchPromptLoss(_PromptMetricLoss):
 
     Args:
         loss_weight: beta of the paper.
-        sample_side: ``'mhsa'`` (paper, default): every patch's MHSA output is a sample labelled
-            with its patch label; ``'mhsa_mean'``: one sample per image, the mean MHSA output of its
-            patches; ``'block_input_mean'``: the mean of the block's input patch tokens, what the
+        sample_side: ``'mhsa'`` (paper, default): every patch's MHSA output, the heads'
+            outputs concatenated before the output projection W_O (paper section 2.1), is a
+            sample labelled with its patch label; ``'mhsa_proj'``: the same after W_O (what
+            ``'mhsa'`` meant before the paper's reading was adopted); ``'mhsa_mean'``,
+            ``'mhsa_proj_mean'``: one sample per image, the mean of those over its patches;
+            ``'block_input_mean'``: the mean of the block's input patch tokens, what the
             official code does.
         margin, temperature, positive_norm: see :func:`prompt_anchor_loss`
             (``positive_norm='all'``: the official code's normalisation).
@@ -132,13 +139,23 @@ class PatchPromptLoss(_PromptMetricLoss):
             of their query projection (official code).
     """
 
-    SAMPLE_SIDES = ('mhsa', 'mhsa_mean', 'block_input_mean')
+    #: sample_side -> (the :class:`GuidanceTaps` field it reads, B x N x D; whether the
+    #: samples are the per-image means of it instead of every patch).
+    SAMPLE_TAPS = {'mhsa': ('patch_mhsa', False), 'mhsa_proj': ('patch_mhsa_proj', False),
+                   'mhsa_mean': ('patch_mhsa', True), 'mhsa_proj_mean': ('patch_mhsa_proj', True),
+                   'block_input_mean': ('block_input', True)}
 
     def __init__(self, loss_weight: float = 0.1, sample_side: str = 'mhsa', **kwargs) -> None:
         super().__init__(loss_weight, **kwargs)
-        if sample_side not in self.SAMPLE_SIDES:
-            raise ValueError(f'sample_side must be one of {self.SAMPLE_SIDES}, got {sample_side!r}')
+        if sample_side not in self.SAMPLE_TAPS:
+            raise ValueError(f'sample_side must be one of {tuple(self.SAMPLE_TAPS)}, got '
+                             f'{sample_side!r}')
         self.sample_side = sample_side
+
+    @property
+    def sample_tap(self) -> str:
+        """The :class:`GuidanceTaps` field (B x N x D) the samples are read from."""
+        return self.SAMPLE_TAPS[self.sample_side][0]
 
     def forward(self, taps: GuidanceTaps, patch_prompt: Tensor,
                 image_positive: Optional[Tensor] = None) -> Tensor:
@@ -149,13 +166,13 @@ class PatchPromptLoss(_PromptMetricLoss):
                 the pooled sample sides); derived from ``patch_prompt`` when not given.
         """
         num_prompts = taps.prompt_query.shape[0]
-        if self.sample_side == 'mhsa':
+        source = getattr(taps, self.sample_tap)
+        if not self.SAMPLE_TAPS[self.sample_side][1]:
             # Every patch is a sample, read in place; ignored patches (-1) are masked, not
             # gathered: nothing is copied and no shape depends on the labels (no GPU sync).
             keep = patch_prompt >= 0  # B x N
             positive = F.one_hot(patch_prompt.clamp(min=0), num_prompts).bool() & keep[..., None]
-            return self._loss(taps.patch_mhsa, self._prompts(taps), positive, keep)
-        source = taps.patch_mhsa if self.sample_side == 'mhsa_mean' else taps.block_input
+            return self._loss(source, self._prompts(taps), positive, keep)
         positive = image_positive if image_positive is not None else prompts_present(
             patch_prompt, num_prompts)
         return self._loss(source.mean(dim=1), self._prompts(taps), positive)
@@ -167,8 +184,15 @@ class ClsPromptLoss(_PromptMetricLoss):
 
     Args:
         loss_weight: lambda of the paper.
-        margin, temperature, prompt_side, positive_norm: see :class:`PatchPromptLoss`.
+        prompt_side: ``'query'`` (paper, default), ``'raw'`` (official code), or ``'key'``
+            (experiment): the prompts' key projection ``LN(p) W_K + b_K``. The attention logit
+            of the CLS token to prompt p is ``q_cls . k_p``, so this side acts on that logit,
+            the "bridge" the paper credits the loss with; it is the one side through which the
+            key bias (``bias_tuning`` 'k') gets a gradient.
+        margin, temperature, positive_norm: see :class:`PatchPromptLoss`.
     """
+
+    PROMPT_TAPS = {**_PromptMetricLoss.PROMPT_TAPS, 'key': 'prompt_key'}
 
     def __init__(self, loss_weight: float = 0.1, **kwargs) -> None:
         super().__init__(loss_weight, **kwargs)
