@@ -8,7 +8,7 @@ from mmdavpt.models import guidance as guidance_module
 from mmdavpt.models import patch_labels_from_mask
 from mmdavpt.registry import build_model
 
-from conftest import tiny_classifier_cfg, tiny_seg_model
+from conftest import tiny_backbone_cfg, tiny_classifier_cfg, tiny_seg_model
 
 
 def test_patch_labels_majority_and_ignore():

@@ -13,7 +13,7 @@ from mmdavpt.models.losses import (
 )
 from mmdavpt.registry import build_model
 
-from _tiny import tiny_backbone_cfg
+from conftest import tiny_backbone_cfg
 
 
 def reference_loss(samples, prompts, positive, margin, temperature):
