@@ -36,6 +36,10 @@ class GuidanceTaps:
     block_input: Tensor
 
 
+# float32 also inside an autocast region, which would run the similarity products below in
+# float16 / bfloat16 (the taps come from an autocast forward under --amp)
+@torch.autocast('cuda', enabled=False)
+@torch.autocast('cpu', enabled=False)
 def prompt_anchor_loss(samples: Tensor, prompts: Tensor, positive: Tensor, margin: float = 0.1,
                        temperature: float = 1 / 32, valid: Optional[Tensor] = None) -> Tensor:
     """Proxy-anchor loss with prompts as proxies (paper Eq. 4).
