@@ -299,3 +299,30 @@ def test_checkpoint_travels_as_float16(gpu_check, tmp_path):
     with pytest.raises(ValueError, match='float16'):
         gpu_check.pack_checkpoint(str(big), str(tmp_path / 'big16.pth'))
     assert np.isfinite(meta['float16_max_rel_error'])
+
+
+def test_training_summary_reads_the_work_dir(gpu_check, tmp_path):
+    """The training check's figures come from the scalars mmengine wrote and the best
+    checkpoint: finite losses, val accuracy, CUDA memory, the mapping and the AMP loss scale."""
+    run = tmp_path / '20260101_000000' / 'vis_data'
+    run.mkdir(parents=True)
+    rows = [dict(loss=3.0, loss_cls=2.0, loss_ml_xp=1.0, iter=5, time=0.2, memory=900),
+            dict(loss=2.0, loss_cls=1.5, loss_ml_xp=0.5, iter=10, time=0.1, memory=950),
+            {'accuracy/top1': 61.5, 'step': 1}]
+    (run / 'scalars.json').write_text('\n'.join(json.dumps(r) for r in rows) + '\n')
+    torch.save(dict(meta=dict(epoch=1), optimizer=dict(loss_scaler=dict(scale=4096.)),
+                    state_dict={'guidance.mapping.num_remaps': torch.tensor(2),
+                                'guidance.mapping.class_to_prompt': torch.tensor([1, 0, 1])}),
+               tmp_path / 'best_accuracy_top1_epoch_1.pth')
+    summary = gpu_check.training_summary(str(tmp_path))
+    assert summary['losses_finite'] and summary['last_logged_iter'] == 10
+    assert summary['first_losses']['loss'] == 3.0 and summary['last_losses']['loss_ml_xp'] == 0.5
+    assert summary['val_top1'] == [dict(epoch=1, top1=61.5)]
+    assert summary['max_memory_mb'] == 950 and summary['seconds_per_iter'] == 0.1
+    assert summary['num_remaps'] == 2 and summary['class_to_prompt'] == [1, 0, 1]
+    assert summary['loss_scale'] == 4096.
+    rows[1]['loss_ml_xp'] = float('nan')
+    (run / 'scalars.json').write_text('\n'.join(json.dumps(r) for r in rows) + '\n')
+    assert not gpu_check.training_summary(str(tmp_path))['losses_finite']
+    with pytest.raises(FileNotFoundError, match='no training scalars'):
+        gpu_check.training_summary(str(tmp_path / 'nothing'))

@@ -157,7 +157,11 @@ def training_summary(work_dir: str) -> dict:
         max_memory_mb=max((r['memory'] for r in train if 'memory' in r), default=None))
     best = _best_checkpoint(work_dir)
     if best is not None:
-        summary.update(best_checkpoint=osp.basename(best), **checkpoint_summary(best))
+        summary['best_checkpoint'] = osp.basename(best)
+        try:  # the figures above are kept whatever this checkpoint holds
+            summary.update(checkpoint_summary(best))
+        except Exception as exc:  # reported, not raised
+            summary['checkpoint_error'] = f'{type(exc).__name__}: {exc}'
     return summary
 
 
