@@ -238,7 +238,7 @@ def test_gpu_check_runs_each_check_on_its_own(gpu_check, tmp_path):
     saved = json.loads((tmp_path / 'out' / 'gpu_check.json').read_text())
     assert saved['checks'] == report['checks']
     got = {name: c['status'] for name, c in saved['checks'].items()}
-    assert got == dict(fails='failed', hangs='timeout', no_report='ok', ok='ok',
+    assert got == dict(fails='failed', hangs='timeout', no_report='unreadable', ok='ok',
                        needs_input='skipped')
     assert saved['checks']['fails']['returncode'] == 3
     assert saved['checks']['hangs']['seconds'] < 30

@@ -25,6 +25,11 @@ OUT_DIR=${OUT:-$ROOT/work_dirs/gpu_check/out}
 BUDGET_S=${GPU_CHECK_BUDGET_S:-570}
 start=$(date +%s)
 mkdir -p "$OUT_DIR"
+if [ ! -d "$CARRY/wheels" ] || [ ! -d "$CARRY/data" ]; then
+  echo "[gpu_check] $ROOT/$CARRY/ is missing or incomplete: run 'bash tools/gpu_prepare.sh' where" \
+    "there is network, and pass carry=[\"$CARRY\"] to the device tool's run" >&2
+  exit 2
+fi
 
 dry=0
 for arg in "$@"; do [ "$arg" = --dry-run ] && dry=1; done
@@ -32,6 +37,7 @@ if [ "$dry" = 1 ]; then
   if [ -x .venv/bin/python ]; then PY=${PYTHON:-.venv/bin/python}; else PY=${PYTHON:-python3}; fi
   DEVICE=cpu
   WORK=$ROOT/work_dirs/gpu_check/dry
+  export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
   install_args=()
 else
   PY=${PYTHON:-python3}

@@ -22,7 +22,8 @@ sizes on the CPU, to test this plumbing):
 
 Each check runs in its own process group with its own timeout (killed on expiry), its output
 appended to ``OUT/gpu_check.log``; after each check ``OUT/gpu_check.json`` is rewritten with
-every check so far: ``status`` (ok / failed / timeout / skipped), exit code, seconds, the command,
+every check so far: ``status`` (ok; failed: non-zero exit; timeout; skipped; unreadable: exit 0
+but its outputs could not be read back), exit code, seconds, the command,
 and ``results`` read back from the files the command wrote (JSON reports, mmengine work dirs,
 checkpoints), never from its log. A check that does not fit in what is left of
 ``--deadline-s`` is skipped, so the whole run ends inside the device tool's limit.
@@ -289,6 +290,8 @@ def run_check(check: Check, ctx: Context, timeout_s: float, log) -> dict:
         entry['results'] = check.results(ctx)
     except Exception as exc:  # the report must survive any broken output
         entry['results_error'] = f'{type(exc).__name__}: {exc}'
+        if status == 'ok':
+            entry['status'] = status = 'unreadable'
     log.write(f'===== {check.name}: {status} (exit code {rc}, {entry["seconds"]} s)\n')
     log.flush()
     return entry
