@@ -326,3 +326,34 @@ def test_training_summary_reads_the_work_dir(gpu_check, tmp_path):
     assert not gpu_check.training_summary(str(tmp_path))['losses_finite']
     with pytest.raises(FileNotFoundError, match='no training scalars'):
         gpu_check.training_summary(str(tmp_path / 'nothing'))
+
+
+def test_seg_memory_cuda_report(tmp_path, monkeypatch, capsys):
+    """The CUDA branch of seg_memory's main (tables, the comparison with the meta count, the
+    JSON), with the GPU children replaced by fixed results."""
+    seg_memory = load_script(osp.join(ROOT, 'tools', 'analysis', 'seg_memory.py'))
+    GiB = 2**30
+    children = []
+
+    def spawn(kind, **kwargs):
+        children.append((kind, kwargs))
+        if kind == 'measure_cuda':
+            extra = GiB if kwargs['with_cp'] else 2 * GiB
+            return dict(static=GiB, peak_no_guidance=5 * GiB + extra, peak=5 * GiB + extra + 2**22,
+                        reserved=8 * GiB, step_s=0.25, guidance=True, gpu='fake')
+        assert kind == 'count'
+        return dict(static=GiB, peak=(6 if kwargs['with_cp'] else 7) * GiB)
+
+    monkeypatch.setattr(seg_memory, 'spawn', spawn)
+    out = tmp_path / 'seg.json'
+    report = seg_memory.main(['cfg.py', '--device', 'cuda', '--out', str(out)])
+    assert [k for k, _ in children] == ['measure_cuda', 'measure_cuda', 'count', 'count']
+    assert all(kw['size'] == 512 and kw['batch'] == 2 for _, kw in children)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    cmp = {c['with_cp']: c for c in report['measured_vs_counted']}
+    assert cmp[False]['ratio'] == 1.0 and cmp[True]['ratio'] == 1.0
+    assert cmp[True]['guidance_bytes'] == 2**22
+    printed = capsys.readouterr().out
+    assert 'Measured on CUDA: 2 x 512x512' in printed and '| 1.000 | 4.0 |' in printed
+    with pytest.raises(SystemExit):
+        seg_memory.parse_args(['cfg.py', '--device', 'cuda', '--full-size', '0'])
