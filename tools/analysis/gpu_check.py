@@ -385,11 +385,15 @@ def environment(device: str) -> dict:
     except Exception as exc:  # reported, not raised
         info['mmcv_ops'] = f'{type(exc).__name__}: {exc}'
     if device == 'cuda':
-        props = torch.cuda.get_device_properties(0)
-        info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
-                    capability=f'{props.major}.{props.minor}',
-                    multiprocessors=props.multi_processor_count,
-                    cudnn=torch.backends.cudnn.version(), nccl=list(torch.cuda.nccl.version()))
+        try:
+            props = torch.cuda.get_device_properties(0)
+            info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
+                        capability=f'{props.major}.{props.minor}',
+                        multiprocessors=props.multi_processor_count,
+                        cudnn=torch.backends.cudnn.version(),
+                        nccl=list(torch.cuda.nccl.version()))
+        except Exception as exc:  # reported, not raised
+            info['gpu'] = f'{type(exc).__name__}: {exc}'
         try:
             info['nvidia_smi'] = subprocess.run(
                 ['nvidia-smi', '--query-gpu=name,driver_version,clocks.sm,clocks.max.sm,'
@@ -482,7 +486,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with open(args.out, 'w') as f:
             json.dump(info, f, indent=2)
         print(json.dumps(info))
-        return 0 if info.get('mmcv_ops') is True else 1
+        return 0 if info['mmcv_ops'] is True and (args.device != 'cuda' or 'capability' in info) \
+            else 1
     if args.command == 'pack-checkpoint':
         print(json.dumps(pack_checkpoint(args.src, args.dst)))
         return 0
