@@ -118,16 +118,16 @@ class SemanticMapping(nn.Module):
         return RemapResult(seconds, moved, len(seen))
 
     def _cluster(self, seen: Tensor) -> None:
-        means = self.class_sum[seen] / self.class_count[seen, None]
+        # scikit-learn clusters on the CPU: the buffers may live on a GPU (results go back there)
+        means = (self.class_sum[seen] / self.class_count[seen, None]).cpu()
         feats = torch.nn.functional.normalize(means, dim=1).numpy()
         if self.num_classes <= self.num_prompts:
             self.class_to_prompt.copy_(torch.arange(self.num_classes))
-            for c, f in zip(seen.tolist(), feats):
-                self.centroids[c] = torch.from_numpy(f)
+            self.centroids[seen] = torch.from_numpy(feats).to(self.centroids)
             return
         warm = self.initialized
         if len(seen) >= self.num_prompts:
-            init = self.centroids.double().numpy() if warm else 'k-means++'
+            init = self.centroids.double().cpu().numpy() if warm else 'k-means++'
             # C x D is tiny (hundreds of rows): BLAS and OpenMP threads cost more than the
             # arithmetic, 5-8x more on 2 shared cores (k-means++ runs C x D dot products in a
             # loop over the centroids). One thread is never slower at this size.
@@ -137,7 +137,7 @@ class SemanticMapping(nn.Module):
             assign, centroids = km.labels_, km.cluster_centers_
         elif warm:
             # Fewer seen classes than prompts: join each to the nearest existing centroid.
-            cents = self.centroids.double().numpy()
+            cents = self.centroids.double().cpu().numpy()
             assign = ((feats[:, None] - cents[None]) ** 2).sum(-1).argmin(1)
             centroids = cents
         else:
@@ -145,7 +145,7 @@ class SemanticMapping(nn.Module):
                 f'only {len(seen)} of {self.num_classes} classes were seen, fewer than the '
                 f'{self.num_prompts} guided prompts: cannot build the first mapping; set '
                 'num_guided_prompts to at most the number of classes in the training data')
-        self.class_to_prompt[seen] = torch.as_tensor(np.asarray(assign), dtype=torch.long)
+        self.class_to_prompt[seen] = torch.as_tensor(np.asarray(assign)).to(self.class_to_prompt)
         self.centroids.copy_(torch.as_tensor(np.asarray(centroids)))
 
     def extra_repr(self) -> str:

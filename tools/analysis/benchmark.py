@@ -441,7 +441,11 @@ def machine_info(device: torch.device) -> dict:
                 torch=torch.__version__, cpu_count=os.cpu_count(),
                 torch_threads=torch.get_num_threads())
     if device.type == 'cuda':
-        info['gpu'] = torch.cuda.get_device_name(device)
+        # fp32 timings depend on whether matmuls may use TF32 (torch's default: they may not)
+        info.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
+                    cudnn=torch.backends.cudnn.version(),
+                    float32_matmul_precision=torch.get_float32_matmul_precision(),
+                    cudnn_allow_tf32=torch.backends.cudnn.allow_tf32)
     return info
 
 

@@ -1,8 +1,10 @@
 """Training memory of a segmentation config, with and without activation checkpointing (with_cp).
 
     python tools/analysis/seg_memory.py [CONFIG] [--size 128] [--batch 2] [--full-size 512]
+                                        [--device cpu|cuda] [--out REPORT.json]
 
-Two tables, each setting in a child process of its own:
+Two tables, each setting in a child process of its own (with ``--device cuda`` the first is
+measured on the GPU at full scale, see 3.):
 
 1. Measured on CPU at small scale: the config's real model (random weights) at ``--size`` pixels,
    ``--batch`` images, one training step (``model.train_step`` with the config's optimizer) after a
@@ -18,13 +20,24 @@ Two tables, each setting in a child process of its own:
    guidance losses are left out here (they need real values; their tensors are a few MB).
    ``static`` = parameters and buffers; ``peak`` = static + the peak of everything else (gradients,
    optimizer state, activations). A GPU adds its CUDA context (~0.5 GB) and allocator slack.
+3. ``--device cuda``: instead of 1., the config's real model (random weights) at ``--full-size``
+   pixels on the GPU, ``--batch`` images. ``static`` is ``torch.cuda.memory_allocated`` after the
+   model is moved there; ``peak`` is ``torch.cuda.max_memory_allocated`` over two training steps
+   (``model.train_step``, the config's optimizer), first without the DA-VPT guidance losses (what
+   2. counts, so the two compare one to one), then with them (what training allocates);
+   ``reserved`` is ``max_memory_reserved`` (the caching allocator's footprint, without the CUDA
+   context); ``step_s`` is the median of ``--timed-steps`` further steps with the guidance,
+   synchronised before each clock read.
+
+``--out`` writes every figure of the tables to a JSON report.
 """
 import argparse
+import json
 import os
 import os.path as osp
 import weakref
 from contextlib import contextmanager
-from typing import Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional
 
 from mmdavpt.utils.memory import measuring_pool, reset_peak_rss, rss_kib
 
@@ -42,7 +55,18 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--full-config', default=None,
                         help='a second config counted at full size without with_cp (e.g. full '
                         'fine-tuning)')
-    return parser.parse_args(argv)
+    parser.add_argument('--device', choices=('cpu', 'cuda'), default='cpu',
+                        help='cuda: measure on the GPU at --full-size instead of on the CPU at '
+                        '--size')
+    parser.add_argument('--timed-steps', type=int, default=5,
+                        help='--device cuda: timed training steps per setting')
+    parser.add_argument('--out', help='write the report (every figure) to this JSON file')
+    args = parser.parse_args(argv)
+    if args.device == 'cuda' and not args.full_size:
+        parser.error('--device cuda measures at --full-size, which must be > 0')
+    if args.timed_steps < 1:
+        parser.error('--timed-steps must be >= 1')
+    return args
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,6 +223,58 @@ def measure_training_memory(config: str, size: int, batch: int, with_cp: bool) -
     return dict(rss_peak=rss_peak, tracked_peak=live.peak)
 
 
+def measure_cuda_memory(config: str, size: int, batch: int, with_cp: bool,
+                        timed_steps: int = 5) -> dict:
+    """Training on the GPU: ``static``, ``peak_no_guidance``, ``peak``, ``reserved`` in bytes and
+    ``step_s`` in seconds (see the module docstring, 3.). Resets the CUDA peak statistics: run it
+    in a process of its own."""
+    import statistics
+    import time
+
+    import torch
+    from mmengine.optim import build_optim_wrapper
+
+    if not torch.cuda.is_available():
+        raise RuntimeError('--device cuda: torch sees no CUDA device')
+    device = torch.device('cuda')
+    torch.manual_seed(0)
+    cfg, model = _build(config, size, with_cp, meta=False)
+    model.to(device)
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    data = _seg_batch(batch, size, model.decode_head.num_classes)
+    torch.cuda.synchronize(device)
+    static = torch.cuda.memory_allocated(device)
+
+    def peak_of_two_steps() -> int:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        for _ in range(2):
+            model.train_step(data, optim_wrapper)
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device)
+
+    guidance = getattr(model, 'guidance', None)
+    if guidance is not None:  # first as the meta-device count sees it: no guidance losses
+        model.guidance = None
+        model.backbone.record_taps = False
+    peak_no_guidance = peak_of_two_steps()
+    if guidance is not None:
+        model.guidance = guidance
+        model.backbone.record_taps = True
+    peak = peak_of_two_steps()
+    reserved = torch.cuda.max_memory_reserved(device)
+    times = []
+    for _ in range(timed_steps):
+        torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        model.train_step(data, optim_wrapper)
+        torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return dict(static=static, peak_no_guidance=peak_no_guidance, peak=peak, reserved=reserved,
+                step_s=statistics.median(times), guidance=guidance is not None,
+                gpu=torch.cuda.get_device_name(device))
+
+
 def count_training_memory(config: str, size: int, batch: int, with_cp: Optional[bool]) -> dict:
     """Two training steps on the meta device: ``static`` (parameters and buffers) and ``peak``
     (static + the peak of all other live storages), in bytes. ``with_cp=None`` keeps the
@@ -239,42 +315,90 @@ def _count_training_memory(config: str, size: int, batch: int, with_cp: Optional
 # ---------------------------------------------------------------------------------------------
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
-    name = osp.basename(args.config)
-    report = dict(config=args.config, measured=[], counted=[])
+    report = dict(config=args.config, device=args.device, batch=args.batch, measured=[],
+                  counted=[])
     # the measuring processes inherit this environment: one thread, no warnings
     os.environ.setdefault('OMP_NUM_THREADS', '1')
     os.environ['PYTHONWARNINGS'] = 'ignore'
     with measuring_pool(preload=['torch', 'mmdavpt', 'mmseg.models']) as pool:
-        _report(args, report, name, pool)
+        _report(args, report, pool.apply)
+    if args.out:
+        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+        with open(args.out, 'w') as f:
+            json.dump(report, f, indent=2)
     return report
 
 
-def _report(args: argparse.Namespace, report: dict, name: str, pool) -> None:
-    """Run every setting of ``args`` in a fresh process of ``pool``; print and fill ``report``."""
-    print(f'{name}\n\nMeasured on CPU: {args.batch} x {args.size}x{args.size}, one training step')
-    print('| with_cp | peak RSS over the step (MiB) | tracked tensors (MiB) |')
-    print('|---|---|---|')
-    for with_cp in (False, True):
-        r = pool.apply(measure_training_memory, kwds=dict(
-            config=args.config, size=args.size, batch=args.batch, with_cp=with_cp))
-        report['measured'].append(dict(with_cp=with_cp, **r))
-        print(f'| {with_cp} | {r["rss_peak"] / MIB:.0f} | {r["tracked_peak"] / MIB:.0f} |',
-              flush=True)
+def _report(args: argparse.Namespace, report: dict, run: Callable) -> None:
+    """Run every setting of ``args`` with ``run(fn, kwds=...)`` (a fresh process of the measuring
+    pool each); print the tables and fill ``report``."""
+    name = osp.basename(args.config)
+    settings = [(args.config, False), (args.config, True)]
+    if args.full_config:
+        settings.append((args.full_config, None))
+    if args.device == 'cuda':
+        size = args.full_size
+        print(f'{name}\n\nMeasured on CUDA: {args.batch} x {size}x{size}, two training steps')
+        print('| config | with_cp | static (GiB) | peak, no guidance (GiB) | peak (GiB) '
+              '| reserved (GiB) | step (s) |')
+        print('|---|---|---|---|---|---|---|')
+        for config, with_cp in settings:
+            r = run(measure_cuda_memory, kwds=dict(config=config, size=size, batch=args.batch,
+                                                   with_cp=with_cp, timed_steps=args.timed_steps))
+            report['measured'].append(dict(config=config, with_cp=with_cp, size=size, **r))
+            print(f'| {osp.basename(config)} | {with_cp if with_cp is not None else "-"} '
+                  f'| {r["static"] / 2**30:.2f} | {r["peak_no_guidance"] / 2**30:.2f} '
+                  f'| {r["peak"] / 2**30:.2f} | {r["reserved"] / 2**30:.2f} '
+                  f'| {r["step_s"]:.3f} |', flush=True)
+    else:
+        print(f'{name}\n\nMeasured on CPU: {args.batch} x {args.size}x{args.size}, one training '
+              'step')
+        print('| with_cp | peak RSS over the step (MiB) | tracked tensors (MiB) |')
+        print('|---|---|---|')
+        for with_cp in (False, True):
+            r = run(measure_training_memory, kwds=dict(config=args.config, size=args.size,
+                                                       batch=args.batch, with_cp=with_cp))
+            report['measured'].append(dict(config=args.config, with_cp=with_cp, size=args.size,
+                                           **r))
+            print(f'| {with_cp} | {r["rss_peak"] / MIB:.0f} | {r["tracked_peak"] / MIB:.0f} |',
+                  flush=True)
 
     if args.full_size:
         print(f'\nCounted on the meta device: {args.batch} x {args.full_size}x{args.full_size}, '
               'training step')
         print('| config | with_cp | static (GiB) | peak (GiB) |')
         print('|---|---|---|---|')
-        settings = [(args.config, False), (args.config, True)]
-        if args.full_config:
-            settings.append((args.full_config, None))
         for config, with_cp in settings:
-            r = pool.apply(count_training_memory, kwds=dict(
-                config=config, size=args.full_size, batch=args.batch, with_cp=with_cp))
-            report['counted'].append(dict(config=config, with_cp=with_cp, **r))
+            r = run(count_training_memory, kwds=dict(config=config, size=args.full_size,
+                                                     batch=args.batch, with_cp=with_cp))
+            report['counted'].append(dict(config=config, with_cp=with_cp, size=args.full_size,
+                                          **r))
             print(f'| {osp.basename(config)} | {with_cp if with_cp is not None else "-"} | '
                   f'{r["static"] / 2**30:.2f} | {r["peak"] / 2**30:.2f} |', flush=True)
+    if args.device == 'cuda' and report['counted']:
+        report['measured_vs_counted'] = compare(report['measured'], report['counted'])
+        print('\n| config | with_cp | measured peak, no guidance / meta-device count '
+              '| guidance adds (MiB) |')
+        print('|---|---|---|---|')
+        for c in report['measured_vs_counted']:
+            print(f'| {osp.basename(c["config"])} | {c["with_cp"]} | {c["ratio"]:.3f} '
+                  f'| {c["guidance_bytes"] / MIB:.1f} |')
+
+
+def compare(measured: List[dict], counted: List[dict]) -> List[dict]:
+    """CUDA measurements against the meta-device counts of the same (config, with_cp):
+    ``ratio`` = measured peak without guidance / counted peak; ``guidance_bytes`` = what the
+    guidance losses add to the measured peak."""
+    counts = {(c['config'], c['with_cp']): c for c in counted}
+    out = []
+    for m in measured:
+        c = counts.get((m['config'], m['with_cp']))
+        if c is not None:
+            out.append(dict(config=m['config'], with_cp=m['with_cp'],
+                            measured_peak_no_guidance=m['peak_no_guidance'],
+                            counted_peak=c['peak'], ratio=m['peak_no_guidance'] / c['peak'],
+                            guidance_bytes=m['peak'] - m['peak_no_guidance']))
+    return out
 
 
 if __name__ == '__main__':

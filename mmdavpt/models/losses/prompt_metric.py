@@ -21,6 +21,10 @@ from mmdavpt.registry import register_model
 POSITIVE_NORMS = ('present', 'all')
 
 
+# float32 also inside an autocast region, which would run the similarity products below in
+# float16 / bfloat16 (the taps come from an autocast forward under --amp)
+@torch.autocast('cuda', enabled=False)
+@torch.autocast('cpu', enabled=False)
 def prompt_anchor_loss(samples: Tensor, prompts: Tensor, positive: Tensor, margin: float = 0.1,
                        temperature: float = 1 / 32, valid: Optional[Tensor] = None,
                        positive_norm: str = 'present') -> Tensor:
