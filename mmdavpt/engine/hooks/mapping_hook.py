@@ -4,7 +4,7 @@ import dataclasses
 import glob
 import json
 import os.path as osp
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -13,11 +13,10 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.runner import EpochBasedTrainLoop
 from mmengine.utils import ProgressBar
-from mmpretrain.registry import HOOKS as PRETRAIN_HOOKS
-from mmseg.registry import HOOKS as SEG_HOOKS
 from torch.utils.data import DataLoader
 
 from mmdavpt.models.mapping import RemapResult, SemanticMapping
+from mmdavpt.registry import register_hook
 
 #: The remap history of one run, in its log dir (``runner.log_dir``): a :class:`RemapRecord` per
 #: line, as a JSON object.
@@ -88,6 +87,7 @@ def read_remap_history(path: str) -> List[RemapRecord]:
     return records
 
 
+@register_hook
 class SemanticMappingHook(Hook):
     """Initial mapping before training, remapping after every epoch or every ``interval`` iters.
 
@@ -212,12 +212,6 @@ class SemanticMappingHook(Hook):
         if is_main_process():
             with open(osp.join(runner.log_dir, REMAP_HISTORY_FILE), 'a') as f:
                 f.write(json.dumps(dataclasses.asdict(record)) + '\n')
-        runner.message_hub.update_info('davpt_mapping', self.mapping_state(mapping))
-
-    @staticmethod
-    def mapping_state(mapping: SemanticMapping) -> Dict[str, object]:
-        return dict(class_to_prompt=mapping.class_to_prompt.tolist(),
-                    num_remaps=int(mapping.num_remaps))
 
     def after_train_epoch(self, runner) -> None:
         if self.by_epoch and self.every_n_epochs(runner, self.interval):
@@ -227,6 +221,3 @@ class SemanticMappingHook(Hook):
         if not self.by_epoch and self.every_n_train_iters(runner, self.interval):
             self._remap(runner)
 
-
-PRETRAIN_HOOKS.register_module(module=SemanticMappingHook)
-SEG_HOOKS.register_module(module=SemanticMappingHook)

@@ -19,11 +19,10 @@ import torch
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
-from mmpretrain.registry import HOOKS as PRETRAIN_HOOKS
-from mmseg.registry import HOOKS as SEG_HOOKS
 from torch import Tensor, nn
 
 from mmdavpt.models.backbones import DAVPTViT
+from mmdavpt.registry import register_hook
 
 #: ``checkpoint['meta']`` key: ``True`` in a tuned-only checkpoint.
 META_FLAG = 'davpt_tuned_only'
@@ -179,6 +178,7 @@ def load_tuned_only(backbone: DAVPTViT, state_dict: dict, prefix: str) -> None:
         state_dict.setdefault(prefix + key, value)
 
 
+@register_hook
 class TunedOnlyCheckpointHook(Hook):
     """Drop the frozen backbone weights from every checkpoint the runner saves.
 
@@ -195,6 +195,3 @@ class TunedOnlyCheckpointHook(Hook):
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         strip_to_tuned_only(checkpoint, model)
 
-
-PRETRAIN_HOOKS.register_module(module=TunedOnlyCheckpointHook)
-SEG_HOOKS.register_module(module=TunedOnlyCheckpointHook)

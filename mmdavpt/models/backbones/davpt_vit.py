@@ -351,7 +351,7 @@ class DAVPTViT(VisionTransformer):
 
     def load_pretrained(self, checkpoint: Union[str, dict]) -> None:
         """Load a pre-trained ViT into the frozen backbone; see :meth:`init_weights`."""
-        from mmdavpt.utils.ckpt_convert import load_vit_state_dict
+        from mmdavpt.utils.ckpt_convert import compare_state_dicts, load_vit_state_dict
         state_dict = load_vit_state_dict(checkpoint)
         name = checkpoint if isinstance(checkpoint, str) else 'the given state dict'
         own = self.state_dict()
@@ -374,9 +374,10 @@ class DAVPTViT(VisionTransformer):
             if key in own and key != 'pos_embed' and value.shape != own[key].shape:
                 raise ValueError(f'{name}: {key} has shape {tuple(value.shape)} but the model '
                                  f'({self.embed_dims} wide) needs {tuple(own[key].shape)}')
-        missing = sorted(set(own) - set(state_dict) - tuned)
-        unexpected = sorted(set(state_dict) - set(own))
-        if missing or unexpected:
+        mismatch = compare_state_dicts(own, state_dict, allowed_missing=tuned,
+                                       shape_exempt=own)  # shapes: checked above
+        missing, unexpected = mismatch.missing, mismatch.unexpected
+        if mismatch:
             raise KeyError(f'{name} does not match DAVPTViT(arch with {self.num_layers} layers, '
                            f'{self.embed_dims} wide): missing backbone keys {missing[:20]}'
                            f'{" ..." if len(missing) > 20 else ""} ({len(missing)} in all); '
