@@ -77,12 +77,19 @@ def test_generator_tables_match_datasets():
     assert set(generator.VPT_PROMPTS) == set(VTAB_TASKS) | set(FGVC_DATASETS)
 
 
+DEMO_METHODS = ('linear', 'vpt-deep', 'vpt-deep-plus', 'davpt', 'davpt-plus',
+                'davpt-plus-official')
+# The small tasks of tools/prepare_demo_data.py besides Animal-MNIST: (folder, classes).
+EXTRA_DEMO_TASKS = {'digits': ('digits', 10), 'digit-pairs': ('digit_pairs', 45)}
+
+
 def test_config_inventory():
-    # 3 pre-trainings x 7 methods x 24 tasks, and the four demo methods (+ the official recipe).
+    # 3 pre-trainings x 7 methods x 24 tasks, and the demo methods (+ VPT-Deep with DA-VPT+'s
+    # biases, + the official recipe) on Animal-MNIST and the two extra small tasks.
     assert len(CLS_FILES) == 3 * 7 * 24
     assert {p.name for p in DEMO_FILES} == {
-        f'vit-s14-imgfocus_{m}_animal-mnist-56px.py'
-        for m in ('linear', 'vpt-deep', 'davpt', 'davpt-plus', 'davpt-plus-official')}
+        f'vit-s14-imgfocus_{m}_{t}-56px.py'
+        for m in DEMO_METHODS for t in ('animal-mnist', *EXTRA_DEMO_TASKS)}
 
 
 def _dataset(loader: dict) -> dict:
@@ -181,7 +188,7 @@ def _expected_tunable(method: str, model) -> None:
         assert prompts == [] and others and all('bias' in n for n in others)
     elif method in ('vpt-shallow', 'vpt-deep', 'davpt'):
         assert prompts and others == []
-    elif method == 'davpt-plus':
+    elif method in ('davpt-plus', 'vpt-deep-plus'):
         assert prompts and 'cls_token' in others
         assert {n.rsplit('.', 1)[-1] for n in others} == {'cls_token', 'k_bias_delta',
                                                           'v_bias_delta'}
@@ -224,6 +231,29 @@ def test_demo_configs(configs):
     davpt = configs[CONFIGS / 'demo/vit-s14-imgfocus_davpt_animal-mnist-56px.py']
     # M < C: the k-means mapping really groups classes in the demo.
     assert davpt.model.backbone.num_guided_prompts < davpt.model.head.num_classes
+    pairs = configs[CONFIGS / 'demo/vit-s14-imgfocus_davpt_digit-pairs-56px.py']
+    assert pairs.model.backbone.num_guided_prompts * 9 == pairs.model.head.num_classes == 45
+
+
+def test_extra_task_demo_configs(configs):
+    """A demo config on another small task is its Animal-MNIST twin with only the data and the
+    number of classes changed."""
+    loaders = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+    for task, (folder, num_classes) in EXTRA_DEMO_TASKS.items():
+        for method in DEMO_METHODS:
+            cfg = configs[CONFIGS / f'demo/vit-s14-imgfocus_{method}_{task}-56px.py']
+            twin = configs[CONFIGS / f'demo/vit-s14-imgfocus_{method}_animal-mnist-56px.py']
+            for key in loaders:
+                assert (_dataset(cfg[key]).data_root, _dataset(cfg[key]).task) == \
+                    ('data/extra_vtab', folder), (method, task)
+            assert cfg.model.head.num_classes == num_classes
+            changed = copy.deepcopy(twin.to_dict())
+            for key in loaders:
+                changed[key]['dataset'].update(data_root='data/extra_vtab', task=folder)
+            changed['model']['head']['num_classes'] = num_classes
+            mine = cfg.to_dict()
+            assert mine.pop('task_data') == dict(data_root='data/extra_vtab', task=folder)
+            assert mine == changed, (method, task)
 
 
 def test_vit_b_davpt_plus_config_trains_a_step(configs):
