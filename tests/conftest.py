@@ -6,6 +6,7 @@ data (a few thousand parameters, CPU-fast), the tiny VTAB-style task and its con
 of ``tools/`` as modules.
 """
 import importlib.util
+import math
 import os
 import os.path as osp
 import uuid
@@ -259,3 +260,26 @@ def shapes_task_cfg(root, work_dir, name='run', max_epochs=1, batch_size=4, hook
         default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1),
                            logger=dict(type='LoggerHook', interval=1)),
         randomness=dict(seed=0)))
+
+
+# ---- the prompt metric loss, written plainly --------------------------------------------------
+def reference_loss(samples, prompts, positive, margin, temperature, positive_norm='present'):
+    """Eq. 4 written plainly with Python loops; ``positive_norm='all'`` divides the positive sum
+    by M (the official code), ``'present'`` by the prompts with a positive sample (the paper)."""
+    M = prompts.shape[0]
+    pos_terms, neg_terms = [], []
+    for k in range(M):
+        p = prompts[k] / prompts[k].norm()
+        pos_sum, neg_sum, has_pos = 0.0, 0.0, False
+        for i in range(samples.shape[0]):
+            s = float(p @ (samples[i] / samples[i].norm()))
+            if positive[i, k]:
+                has_pos = True
+                pos_sum += math.exp(-(s - margin) / temperature)
+            else:
+                neg_sum += math.exp((s + margin) / temperature)
+        if has_pos:
+            pos_terms.append(math.log(1 + pos_sum))
+        neg_terms.append(math.log(1 + neg_sum))
+    denominator = M if positive_norm == 'all' else max(len(pos_terms), 1)
+    return sum(pos_terms) / denominator + sum(neg_terms) / M

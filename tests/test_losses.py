@@ -1,4 +1,3 @@
-import math
 
 import pytest
 import torch
@@ -13,29 +12,7 @@ from mmdavpt.models.losses import (
 )
 from mmdavpt.registry import build_model
 
-from conftest import tiny_backbone_cfg
-
-
-def reference_loss(samples, prompts, positive, margin, temperature):
-    """Eq. 4 written plainly with Python loops."""
-    M = prompts.shape[0]
-    pos_terms, neg_terms = [], []
-    for k in range(M):
-        p = prompts[k] / prompts[k].norm()
-        pos_sum, neg_sum, has_pos = 0.0, 0.0, False
-        for i in range(samples.shape[0]):
-            x = samples[i] / samples[i].norm()
-            s = float(p @ x)
-            if positive[i, k]:
-                has_pos = True
-                pos_sum += math.exp(-(s - margin) / temperature)
-            else:
-                neg_sum += math.exp((s + margin) / temperature)
-        if has_pos:
-            pos_terms.append(math.log(1 + pos_sum))
-        neg_terms.append(math.log(1 + neg_sum))
-    pos = sum(pos_terms) / len(pos_terms) if pos_terms else 0.0
-    return pos + sum(neg_terms) / M
+from conftest import reference_loss, tiny_backbone_cfg
 
 
 @pytest.mark.parametrize('seed', [0, 1, 2])

@@ -1,6 +1,5 @@
 """The official recipe's options: positive-term normalisation, optimiser groups and gradient
 clipping from config only, and the inert key bias of DA-VPT+."""
-import math
 import os
 import uuid
 from pathlib import Path
@@ -18,32 +17,11 @@ from mmdavpt.models.losses import ClsPromptLoss, PatchPromptLoss, prompt_anchor_
 from mmdavpt.registry import build_model
 from mmdavpt.utils.params import build_model_on_meta
 
-from conftest import TinyClsDataset, tiny_classifier_cfg
+from conftest import TinyClsDataset, reference_loss, tiny_classifier_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL_METHOD = ROOT / 'configs/classification/_base_/methods/davpt-plus_official.py'
 OFFICIAL_DEMO = ROOT / 'configs/demo/vit-s14-imgfocus_davpt-plus-official_animal-mnist-56px.py'
-
-
-def loop_loss(samples, prompts, positive, margin, temperature, positive_norm):
-    """Eq. 4 with plain Python loops; ``positive_norm='all'`` divides the positive sum by M."""
-    M = prompts.shape[0]
-    pos_terms, neg_terms = [], []
-    for k in range(M):
-        p = prompts[k] / prompts[k].norm()
-        pos_sum, neg_sum, has_pos = 0.0, 0.0, False
-        for i in range(samples.shape[0]):
-            s = float(p @ (samples[i] / samples[i].norm()))
-            if positive[i, k]:
-                has_pos = True
-                pos_sum += math.exp(-(s - margin) / temperature)
-            else:
-                neg_sum += math.exp((s + margin) / temperature)
-        if has_pos:
-            pos_terms.append(math.log(1 + pos_sum))
-        neg_terms.append(math.log(1 + neg_sum))
-    denominator = M if positive_norm == 'all' else max(len(pos_terms), 1)
-    return sum(pos_terms) / denominator + sum(neg_terms) / M
 
 
 @pytest.mark.parametrize('positive_norm', ['present', 'all'])
@@ -57,12 +35,12 @@ def test_positive_norm_matches_the_loop_reference(positive_norm, seed):
     for margin, temperature in [(0.1, 1 / 32), (0.02, 1 / 160)]:
         got = prompt_anchor_loss(samples, prompts, positive, margin, temperature,
                                  positive_norm=positive_norm)
-        want = loop_loss(samples, prompts, positive, margin, temperature, positive_norm)
+        want = reference_loss(samples, prompts, positive, margin, temperature, positive_norm)
         assert got.item() == pytest.approx(want, rel=1e-5)
     # all prompts with a positive: the two normalisations agree
     full = F.one_hot(torch.arange(10) % 5, 5).bool()
     assert prompt_anchor_loss(samples, prompts, full, positive_norm=positive_norm).item() == \
-        pytest.approx(loop_loss(samples, prompts, full, 0.1, 1 / 32, 'present'), rel=1e-5)
+        pytest.approx(reference_loss(samples, prompts, full, 0.1, 1 / 32, 'present'), rel=1e-5)
 
 
 def test_loss_modules_pass_positive_norm_and_refuse_unknown_values():
@@ -77,12 +55,12 @@ def test_loss_modules_pass_positive_norm_and_refuse_unknown_values():
     for norm in ('present', 'all'):
         got = PatchPromptLoss(0.5, positive_norm=norm)(taps, patch_prompt)
         keep = patch_prompt.flatten() >= 0
-        want = 0.5 * loop_loss(taps.patch_mhsa.reshape(-1, 8)[keep], taps.prompt_query,
+        want = 0.5 * reference_loss(taps.patch_mhsa.reshape(-1, 8)[keep], taps.prompt_query,
                                F.one_hot(patch_prompt.flatten()[keep], 3).bool(), 0.1, 1 / 32,
                                norm)
         assert got.item() == pytest.approx(want, rel=1e-5)
         got = ClsPromptLoss(0.5, positive_norm=norm)(taps, present)
-        want = 0.5 * loop_loss(taps.cls_query, taps.prompt_query, present, 0.1, 1 / 32, norm)
+        want = 0.5 * reference_loss(taps.cls_query, taps.prompt_query, present, 0.1, 1 / 32, norm)
         assert got.item() == pytest.approx(want, rel=1e-5)
     with pytest.raises(ValueError, match='positive_norm'):
         ClsPromptLoss(positive_norm='mean')
