@@ -131,15 +131,20 @@ class PatchPromptLoss(_PromptMetricLoss):
             (``positive_norm='all'``: the official code's normalisation).
         prompt_side: ``'query'`` (paper, default) or ``'raw'``: the prompt parameters instead
             of their query projection (official code).
+        detach_samples: stop the loss's gradient at the samples, so that it moves only the
+            guided prompts (through their side of the similarity), not the patch features of
+            the guided layer nor, through them, the prompts of the earlier layers.
     """
 
     SAMPLE_SIDES = ('mhsa', 'mhsa_mean', 'block_input_mean')
 
-    def __init__(self, loss_weight: float = 0.1, sample_side: str = 'mhsa', **kwargs) -> None:
+    def __init__(self, loss_weight: float = 0.1, sample_side: str = 'mhsa',
+                 detach_samples: bool = False, **kwargs) -> None:
         super().__init__(loss_weight, **kwargs)
         if sample_side not in self.SAMPLE_SIDES:
             raise ValueError(f'sample_side must be one of {self.SAMPLE_SIDES}, got {sample_side!r}')
         self.sample_side = sample_side
+        self.detach_samples = detach_samples
 
     def forward(self, taps: GuidanceTaps, patch_prompt: Tensor,
                 image_positive: Optional[Tensor] = None) -> Tensor:
@@ -155,11 +160,15 @@ class PatchPromptLoss(_PromptMetricLoss):
             # gathered: nothing is copied and no shape depends on the labels (no GPU sync).
             keep = patch_prompt >= 0  # B x N
             positive = F.one_hot(patch_prompt.clamp(min=0), num_prompts).bool() & keep[..., None]
-            return self._loss(taps.patch_mhsa, self._prompts(taps), positive, keep)
-        source = taps.patch_mhsa if self.sample_side == 'mhsa_mean' else taps.block_input
+            return self._loss(self._samples(taps.patch_mhsa), self._prompts(taps), positive, keep)
+        source = self._samples(
+            taps.patch_mhsa if self.sample_side == 'mhsa_mean' else taps.block_input)
         positive = image_positive if image_positive is not None else prompts_present(
             patch_prompt, num_prompts)
         return self._loss(source.mean(dim=1), self._prompts(taps), positive)
+
+    def _samples(self, samples: Tensor) -> Tensor:
+        return samples.detach() if self.detach_samples else samples
 
 
 @register_model
