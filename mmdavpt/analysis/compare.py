@@ -1,0 +1,276 @@
+"""Compare training recipes over seeds: what ``tools/analysis/compare_methods.py`` computes.
+
+A *run* is one (method, seed): a training with ``tools/train.py`` and tests of its final
+checkpoint with ``tools/test.py``. Each run leaves a :data:`RESULT_FILE` in its work dir (the
+marker that it finished, so a rerun skips it); :func:`summarize` turns the runs into per-method
+mean ± std over seeds and the paired difference to a baseline with a t interval over seeds.
+"""
+import glob
+import json
+import math
+import os.path as osp
+import re
+from typing import Dict, Iterable, List, Optional, Sequence
+
+from scipy import stats
+
+#: The per-run result, written in the run's work dir once its training and tests are done.
+RESULT_FILE = 'compare_result.json'
+
+#: The test metric compared, per MMEngine default scope.
+METRICS = {'mmseg': 'mIoU', 'mmpretrain': 'accuracy/top1'}
+
+
+def _run_dirs(work_dir: str) -> List[str]:
+    """The timestamped run folders (``YYYYMMDD_HHMMSS``) MMEngine makes in a work dir, oldest
+    first."""
+    return sorted(d for d in glob.glob(osp.join(work_dir, '*'))
+                  if osp.isdir(d) and re.fullmatch(r'\d{8}_\d{6}', osp.basename(d)))
+
+
+def read_test_metrics(work_dir: str) -> Dict[str, float]:
+    """The metrics of the latest ``runner.test()`` in ``work_dir``.
+
+    MMEngine's ``LoggerHook`` writes them to ``{work_dir}/{timestamp}/{timestamp}.json`` as one
+    JSON object.
+
+    Raises:
+        FileNotFoundError: no test metrics in ``work_dir``.
+    """
+    for run in reversed(_run_dirs(work_dir)):
+        path = osp.join(run, f'{osp.basename(run)}.json')
+        if osp.isfile(path):
+            with open(path) as f:
+                lines = [line for line in f.read().splitlines() if line.strip()]
+            if lines:
+                return json.loads(lines[-1])
+    raise FileNotFoundError(f'no test metrics ({{timestamp}}/{{timestamp}}.json) under {work_dir}')
+
+
+def seconds_per_step(work_dir: str) -> Optional[float]:
+    """Mean logged training iteration time of the latest training in ``work_dir``.
+
+    Read from MMEngine's ``{timestamp}/vis_data/scalars.json`` (the ``time`` of every logged
+    training record, the first window excluded when there are several: it holds the start-up).
+    ``None`` when nothing was logged.
+    """
+    for run in reversed(_run_dirs(work_dir)):
+        path = osp.join(run, 'vis_data', 'scalars.json')
+        if not osp.isfile(path):
+            continue
+        with open(path) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        times = [float(r['time']) for r in rows if 'time' in r and any(k.startswith('loss')
+                                                                       for k in r)]
+        if times:
+            times = times[1:] if len(times) > 1 else times
+            return sum(times) / len(times)
+    return None
+
+
+def mean_std(values: Sequence[float]) -> tuple:
+    """(mean, sample standard deviation); the deviation is ``nan`` for fewer than 2 values."""
+    n = len(values)
+    if n == 0:
+        raise ValueError('mean_std needs at least one value')
+    mean = sum(values) / n
+    if n < 2:
+        return mean, math.nan
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def paired_t_interval(a: Sequence[float], b: Sequence[float],
+                      confidence: float = 0.95) -> Dict[str, float]:
+    """Mean of the paired differences ``a - b`` and its Student-t confidence interval.
+
+    Args:
+        a, b: the metric of two methods on the same seeds, in the same order.
+        confidence: two-sided coverage of the interval.
+
+    Returns:
+        ``dict(mean, low, high, n)``; ``low`` and ``high`` are ``nan`` for one pair.
+    """
+    if len(a) != len(b) or not a:
+        raise ValueError(f'paired_t_interval needs two equally long, non-empty lists, got '
+                         f'{len(a)} and {len(b)} values')
+    diffs = [x - y for x, y in zip(a, b)]
+    mean, std = mean_std(diffs)
+    n = len(diffs)
+    if n < 2:
+        return dict(mean=mean, low=math.nan, high=math.nan, n=n)
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
+    return dict(mean=mean, low=mean - half, high=mean + half, n=n)
+
+
+def summarize(runs: Iterable[dict], metric_keys: Sequence[str], baseline: Optional[str] = None,
+              confidence: float = 0.95) -> Dict[str, dict]:
+    """Per-method statistics of finished runs.
+
+    Args:
+        runs: run results, each with ``method``, ``seed``, ``metrics`` ({key: value}) and
+            optionally ``tunable_params`` and ``seconds_per_step``.
+        metric_keys: the keys of ``metrics`` to summarise (e.g. ``('ss', 'tta')``).
+        baseline: the method the others are paired with (over the seeds both have).
+        confidence: coverage of the paired interval.
+
+    Returns:
+        ``{method: dict(seeds, <key>=dict(values, mean, std, diff), tunable_params,
+        seconds_per_step)}`` in first-seen method order; ``diff`` (a :func:`paired_t_interval`
+        dict) only for methods other than the baseline.
+    """
+    by_method: Dict[str, Dict[int, dict]] = {}
+    for run in runs:
+        by_method.setdefault(run['method'], {})[int(run['seed'])] = run
+    if baseline is not None and baseline not in by_method:
+        raise ValueError(f'baseline {baseline!r} has no finished run; methods: '
+                         f'{sorted(by_method)}')
+    summary = {}
+    for method, seeds in by_method.items():
+        order = sorted(seeds)
+        entry: dict = dict(seeds=order)
+        for key in metric_keys:
+            values = [float(seeds[s]['metrics'][key]) for s in order
+                      if key in seeds[s]['metrics']]
+            if not values:
+                continue
+            mean, std = mean_std(values)
+            stat = dict(values=values, mean=mean, std=std)
+            if baseline is not None and method != baseline:
+                base = by_method[baseline]
+                common = [s for s in order if s in base and key in seeds[s]['metrics']
+                          and key in base[s]['metrics']]
+                if common:
+                    stat['diff'] = paired_t_interval(
+                        [float(seeds[s]['metrics'][key]) for s in common],
+                        [float(base[s]['metrics'][key]) for s in common], confidence)
+            entry[key] = stat
+        params = {seeds[s].get('tunable_params') for s in order} - {None}
+        entry['tunable_params'] = params.pop() if len(params) == 1 else None
+        steps = [seeds[s]['seconds_per_step'] for s in order
+                 if seeds[s].get('seconds_per_step') is not None]
+        entry['seconds_per_step'] = sum(steps) / len(steps) if steps else None
+        summary[method] = entry
+    return summary
+
+
+def _num(value: Optional[float], digits: int = 2) -> str:
+    return '-' if value is None or (isinstance(value, float) and math.isnan(value)) \
+        else f'{value:.{digits}f}'
+
+
+def format_summary(summary: Dict[str, dict], metric_keys: Sequence[str],
+                   labels: Optional[Dict[str, str]] = None, baseline: Optional[str] = None,
+                   confidence: float = 0.95) -> str:
+    """A Markdown table of :func:`summarize`'s output: per metric the mean ± std over seeds and
+    the paired difference to the baseline with its interval."""
+    labels = labels or {}
+    level = f'{confidence:.0%}'
+    header = ['Method', 'Seeds']
+    for key in metric_keys:
+        name = labels.get(key, key)
+        header.append(f'{name} mean ± std')
+        if baseline is not None:
+            header.append(f'{name} - {baseline} [{level} t interval]')
+    header += ['Tunable params', 's/step']
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    for method, entry in summary.items():
+        row = [method, ','.join(str(s) for s in entry['seeds'])]
+        for key in metric_keys:
+            stat = entry.get(key)
+            row.append('-' if stat is None else f'{_num(stat["mean"])} ± {_num(stat["std"])}')
+            if baseline is not None:
+                diff = (stat or {}).get('diff')
+                row.append('-' if diff is None else
+                           f'{diff["mean"]:+.2f} [{_num(diff["low"])}, {_num(diff["high"])}]')
+        params = entry.get('tunable_params')
+        row.append('-' if params is None else f'{params / 1e3:.1f}k')
+        row.append(_num(entry.get('seconds_per_step'), 3))
+        lines.append('| ' + ' | '.join(row) + ' |')
+    return '\n'.join(lines)
+
+
+def plot_runs(runs: Iterable[dict], metric_keys: Sequence[str], path: str,
+              labels: Optional[Dict[str, str]] = None) -> Optional[str]:
+    """Plot the metric of every run (one panel per metric, one column of points per method,
+    the seeds labelled) to ``path``. Returns ``None`` when done, else why not (matplotlib
+    missing)."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        return f'no plot: matplotlib is not installed ({e})'
+    runs = list(runs)
+    methods = list(dict.fromkeys(r['method'] for r in runs))
+    labels = labels or {}
+    fig, axes = plt.subplots(1, len(metric_keys), figsize=(1.5 + 1.4 * len(methods)
+                                                           * len(metric_keys), 3.5),
+                             squeeze=False)
+    for ax, key in zip(axes[0], metric_keys):
+        for i, method in enumerate(methods):
+            points = sorted((r['seed'], r['metrics'][key]) for r in runs
+                            if r['method'] == method and key in r['metrics'])
+            if not points:
+                continue
+            ys = [y for _, y in points]
+            ax.scatter([i] * len(ys), ys, s=18)
+            for seed, y in points:
+                ax.annotate(str(seed), (i, y), textcoords='offset points', xytext=(4, -3),
+                            fontsize=7)
+            ax.hlines(sum(ys) / len(ys), i - 0.25, i + 0.25, colors='k', linewidth=1)
+        ax.set_xticks(range(len(methods)))
+        ax.set_xticklabels(methods, rotation=30, ha='right', fontsize=8)
+        ax.set_ylabel(labels.get(key, key))
+        ax.grid(axis='y', alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return None
+
+
+def schedule_options(cfg, iters: int) -> List[str]:
+    """``--cfg-options`` that shorten an iteration-based schedule to ``iters`` iterations.
+
+    Sets ``train_cfg.max_iters`` and moves to ``iters`` the ``end`` of every ``param_scheduler``
+    entry that ends after it or at the config's own ``max_iters`` (its last phase).
+
+    Raises:
+        ValueError: the config trains by epochs.
+    """
+    if iters < 1:
+        raise ValueError(f'iters must be >= 1, got {iters}')
+    if 'max_iters' not in cfg.train_cfg:
+        raise ValueError('--iters needs an iteration-based train_cfg (max_iters); this config '
+                         'trains by epochs: set train_cfg.max_epochs in the overrides instead')
+    old = cfg.train_cfg.max_iters
+    options = [f'train_cfg.max_iters={iters}']
+    schedulers = cfg.get('param_scheduler') or []
+    if isinstance(schedulers, dict):
+        schedulers = [schedulers]
+        prefix = ['param_scheduler']
+    else:
+        prefix = [f'param_scheduler.{i}' for i in range(len(schedulers))]
+    for key, scheduler in zip(prefix, schedulers):
+        end = scheduler.get('end')
+        if end is not None and (end == old or end > iters):
+            options.append(f'{key}.end={iters}')
+    return options
+
+
+def count_tunable_params(cfg) -> int:
+    """Parameters with ``requires_grad`` of ``cfg.model``, built on the ``meta`` device (no
+    memory, no weights read) in the config's ``default_scope``."""
+    import torch
+
+    from mmdavpt.registry import build_model
+    with torch.device('meta'):
+        model = build_model(_without_init_cfg(cfg.model), cfg.get('default_scope', 'mmpretrain'))
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _without_init_cfg(cfg):
+    if isinstance(cfg, dict):
+        return type(cfg)({k: _without_init_cfg(v) for k, v in cfg.items() if k != 'init_cfg'})
+    if isinstance(cfg, (list, tuple)):
+        return type(cfg)(_without_init_cfg(v) for v in cfg)
+    return cfg
