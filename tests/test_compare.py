@@ -8,11 +8,14 @@ from mmengine.config import Config
 from scipy import stats
 
 from mmdavpt.analysis.compare import (
+    RESULT_FILE,
     format_summary,
     mean_std,
     paired_t_interval,
     plot_runs,
     read_test_metrics,
+    run_one,
+    run_options,
     schedule_options,
     seconds_per_step,
     summarize,
@@ -112,3 +115,30 @@ def test_plot_runs_writes_a_png(tmp_path):
     assert plot_runs(_runs(), ['ss', 'tta'], path) is None
     with open(path, 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+DEMO = 'configs/segmentation/demo/setr_pup_davpt_vit-s14_1xb8-600it_animal-mnist-seg-112x112.py'
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_run_options_seed_the_mapping_and_shorten_the_schedule():
+    options, cfg = run_options(DEMO, ['model.guidance.ignore_classes=(0,)'], 3, 300)
+    assert options[:3] == ['model.guidance.ignore_classes=(0,)', 'randomness.seed=3',
+                           'model.guidance.mapping.seed=3']
+    assert cfg.model.guidance.ignore_classes == (0, ) and cfg.randomness.seed == 3
+    assert cfg.train_cfg.max_iters == 300 and cfg.param_scheduler[1].end == 300
+    assert cfg.val_cfg is None
+    options, cfg = run_options(DEMO, ['model.guidance=None'], 1)
+    assert not any('mapping.seed' in o for o in options)
+
+
+def test_finished_run_is_read_back_not_rerun(tmp_path):
+    options, _ = run_options(DEMO, [], 0, 10)
+    run_dir = tmp_path / 'DA-VPT' / 'seed0'
+    run_dir.mkdir(parents=True)
+    done = dict(method='DA-VPT', seed=0, config=DEMO, cfg_options=options, metric='mIoU',
+                metrics=dict(ss=40.0))
+    (run_dir / RESULT_FILE).write_text(json.dumps(done))
+    assert run_one('DA-VPT', DEMO, [], 0, str(tmp_path), ROOT, iters=10) == done
+    with pytest.raises(ValueError, match='use another work dir'):
+        run_one('DA-VPT', DEMO, [], 0, str(tmp_path), ROOT, iters=20)

@@ -1,17 +1,26 @@
-"""Compare training recipes over seeds: what ``tools/analysis/compare_methods.py`` computes.
+"""Compare training recipes over seeds: what ``tools/analysis/compare_methods.py`` (and
+``tools/demo_seg.py --seeds``) run.
 
 A *run* is one (method, seed): a training with ``tools/train.py`` and tests of its final
-checkpoint with ``tools/test.py``. Each run leaves a :data:`RESULT_FILE` in its work dir (the
-marker that it finished, so a rerun skips it); :func:`summarize` turns the runs into per-method
-mean ± std over seeds and the paired difference to a baseline with a t interval over seeds.
+checkpoint with ``tools/test.py``, each a subprocess (:func:`run_one`). Each run leaves a
+:data:`RESULT_FILE` in its work dir (the marker that it finished, so a rerun skips it);
+:func:`summarize` turns the runs into per-method mean ± std over seeds and the paired difference
+to a baseline with a t interval over seeds; :func:`run_comparison` does all of it.
 """
+import argparse
 import glob
 import json
 import math
+import os
 import os.path as osp
 import re
-from typing import Dict, Iterable, List, Optional, Sequence
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from mmengine.config import Config, DictAction
 from scipy import stats
 
 #: The per-run result, written in the run's work dir once its training and tests are done.
@@ -19,6 +28,9 @@ RESULT_FILE = 'compare_result.json'
 
 #: The test metric compared, per MMEngine default scope.
 METRICS = {'mmseg': 'mIoU', 'mmpretrain': 'accuracy/top1'}
+
+#: Names of the test modes (keys of a run's ``metrics``).
+MODE_LABELS = {'ss': 'single-scale', 'tta': 'TTA'}
 
 
 def _run_dirs(work_dir: str) -> List[str]:
@@ -274,3 +286,169 @@ def _without_init_cfg(cfg):
     if isinstance(cfg, (list, tuple)):
         return type(cfg)(_without_init_cfg(v) for v in cfg)
     return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+
+def merged_config(config: str, options: Sequence[str]) -> Config:
+    """``config`` with ``options`` applied as ``tools/train.py --cfg-options`` applies them."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    cfg = Config.fromfile(config)
+    if options:
+        cfg.merge_from_dict(parser.parse_args(['--cfg-options', *options]).cfg_options)
+    return cfg
+
+
+def run_options(config: str, overrides: Sequence[str], seed: int,
+                iters: Optional[int] = None) -> Tuple[List[str], Config]:
+    """The ``--cfg-options`` of one run and the merged config they give.
+
+    ``overrides`` + ``randomness.seed`` (and ``model.guidance.mapping.seed`` when the model has
+    DA-VPT guidance) + the schedule of ``iters`` (:func:`schedule_options`) + no validation
+    during training.
+    """
+    options = list(overrides) + [f'randomness.seed={seed}']
+    cfg = merged_config(config, options)
+    if cfg.model.get('guidance') is not None:
+        options.append(f'model.guidance.mapping.seed={seed}')
+    if iters is not None:
+        options += schedule_options(cfg, iters)
+    options += ['val_cfg=None', 'val_dataloader=None', 'val_evaluator=None']
+    return options, merged_config(config, options)
+
+
+def run_command(cmd: List[str], log_path: str, threads: int, cwd: str) -> float:
+    """Run ``cmd`` in ``cwd`` with ``threads`` OpenMP/MKL threads and its output in
+    ``log_path``; returns the wall time, raises with the log's tail on failure."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+               PYTHONWARNINGS='ignore')
+    start = time.perf_counter()
+    with open(log_path, 'w') as log:
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+    if proc.returncode != 0:
+        with open(log_path) as log:
+            tail = ''.join(log.readlines()[-30:])
+        raise RuntimeError(f'{" ".join(cmd)} failed ({proc.returncode}); see {log_path}:\n{tail}')
+    return time.perf_counter() - start
+
+
+def final_checkpoint(work_dir: str, cfg: Config) -> str:
+    """The checkpoint the training of ``cfg`` in ``work_dir`` ends with."""
+    loop = cfg.train_cfg
+    if 'max_iters' in loop:
+        return osp.join(work_dir, f'iter_{loop.max_iters}.pth')
+    return osp.join(work_dir, f'epoch_{loop.max_epochs}.pth')
+
+
+def run_one(method: str, config: str, overrides: Sequence[str], seed: int, work_dir: str,
+            root: str, iters: Optional[int] = None, amp: bool = False, tta: bool = True,
+            threads: int = 1, log: Callable[[str], None] = print) -> dict:
+    """Train and test one (method, seed) in ``{work_dir}/{method}/seed{seed}``, or read its
+    :data:`RESULT_FILE` when it finished before; a run whose final checkpoint exists is only
+    tested.
+
+    Args:
+        method: its name.
+        config: config path (relative to ``root`` or absolute).
+        overrides: ``--cfg-options`` of the method.
+        seed: ``randomness.seed`` (and the mapping seed).
+        work_dir: the comparison's work dir.
+        root: the repository root (``tools/train.py`` and ``tools/test.py`` run there).
+        iters: shorten an iteration-based schedule to this many iterations.
+        amp: ``--amp`` training and ``test_cfg.fp16=True`` testing.
+        tta: MMSeg: test once more with ``--tta``.
+        threads: OpenMP/MKL threads of the processes.
+
+    Returns:
+        The run result: ``method``, ``seed``, ``config``, ``cfg_options``, ``checkpoint``,
+        ``metric``, ``metrics`` ({``'ss'``/``'tta'``: value}), ``train_seconds``,
+        ``seconds_per_step``, ``tunable_params``.
+    """
+    run_dir = osp.join(work_dir, method, f'seed{seed}')
+    result_path = osp.join(run_dir, RESULT_FILE)
+    options, cfg = run_options(config, overrides, seed, iters)
+    if osp.isfile(result_path):
+        with open(result_path) as f:
+            result = json.load(f)
+        if (result['config'], result['cfg_options']) != (config, options):
+            raise ValueError(f'{result_path} is a run of {result["config"]} with '
+                             f'{result["cfg_options"]}, not of {config} with {options}: use '
+                             'another work dir')
+        log(f'[compare] {method} seed {seed}: done before ({result_path})')
+        return result
+    scope = cfg.get('default_scope', 'mmpretrain')
+    if scope not in METRICS:
+        raise ValueError(f'{config}: default_scope {scope!r} is not one of {sorted(METRICS)}')
+    os.makedirs(osp.join(root, run_dir), exist_ok=True)
+    py = sys.executable
+    ckpt = final_checkpoint(run_dir, cfg)
+    train_seconds = None
+    if not osp.isfile(osp.join(root, ckpt)):
+        log(f'[compare] {method} seed {seed}: training in {run_dir}')
+        train_seconds = run_command(
+            [py, 'tools/train.py', config, '--work-dir', run_dir, *(['--amp'] if amp else []),
+             '--cfg-options', *options], osp.join(root, run_dir, 'train.out'), threads, root)
+    modes = [('ss', [])] + ([('tta', ['--tta'])] if scope == 'mmseg' and tta else [])
+    test_options = options + (['test_cfg.fp16=True'] if amp else [])
+    metrics = {}
+    for mode, extra in modes:
+        test_dir = osp.join(run_dir, f'test_{mode}')
+        run_command([py, 'tools/test.py', config, ckpt, '--work-dir', test_dir, *extra,
+                     '--cfg-options', *test_options],
+                    osp.join(root, run_dir, f'test_{mode}.out'), threads, root)
+        metrics[mode] = float(read_test_metrics(osp.join(root, test_dir))[METRICS[scope]])
+    result = dict(method=method, seed=seed, config=config, cfg_options=options,
+                  checkpoint=ckpt, metric=METRICS[scope], metrics=metrics,
+                  train_seconds=train_seconds,
+                  seconds_per_step=seconds_per_step(osp.join(root, run_dir)),
+                  tunable_params=count_tunable_params(cfg))
+    with open(osp.join(root, result_path), 'w') as f:
+        json.dump(result, f, indent=2)
+    log(f'[compare] {method} seed {seed}: ' + ', '.join(
+        f'{MODE_LABELS.get(k, k)} {v:.2f}' for k, v in metrics.items()))
+    return result
+
+
+def run_comparison(methods: Dict[str, Tuple[str, Sequence[str]]], seeds: Sequence[int],
+                   work_dir: str, root: str, baseline: Optional[str] = None, jobs: int = 1,
+                   log: Callable[[str], None] = print, **run_kwargs) -> dict:
+    """Run every (method, seed) (:func:`run_one`, ``jobs`` side by side, seed by seed) and
+    summarise them.
+
+    Args:
+        methods: {name: (config, overrides)}.
+        seeds: the seeds.
+        work_dir: where the runs and ``compare.json`` / ``compare.png`` go (relative to
+            ``root`` or absolute).
+        root: the repository root.
+        baseline: the method the others are paired with.
+        jobs: runs side by side.
+        run_kwargs: ``iters``, ``amp``, ``tta``, ``threads`` of :func:`run_one`.
+
+    Returns:
+        ``dict(metric, seeds, baseline, summary, runs, table, plot)``: :func:`summarize`'s
+        summary, the run results, the Markdown table and the plot's path (or why there is none);
+        also written to ``{work_dir}/compare.json``.
+    """
+    if baseline is not None and baseline not in methods:
+        raise ValueError(f'baseline {baseline!r} is not one of the methods {list(methods)}')
+    todo = [(m, c, o, s) for s in seeds for m, (c, o) in methods.items()]
+    log(f'[compare] {len(methods)} methods x {len(seeds)} seeds, {jobs} side by side; '
+        f'work dir {work_dir}')
+    with ThreadPoolExecutor(jobs) as pool:
+        runs = list(pool.map(
+            lambda job: run_one(*job, work_dir, root, log=log, **run_kwargs), todo))
+    keys = list(dict.fromkeys(k for r in runs for k in r['metrics']))
+    summary = summarize(runs, keys, baseline)
+    table = format_summary(summary, keys, MODE_LABELS, baseline)
+    plot_path = osp.join(root, work_dir, 'compare.png')
+    why_not = plot_runs(runs, keys, plot_path,
+                        {k: f'{runs[0]["metric"]} {MODE_LABELS.get(k, k)}' for k in keys})
+    out = dict(metric=runs[0]['metric'], seeds=list(seeds), baseline=baseline,
+               summary=summary, runs=runs, table=table, plot=why_not or plot_path)
+    with open(osp.join(root, work_dir, 'compare.json'), 'w') as f:
+        json.dump(out, f, indent=2)
+    return out
