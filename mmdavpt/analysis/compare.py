@@ -320,11 +320,12 @@ def run_options(config: str, overrides: Sequence[str], seed: int,
     return options, merged_config(config, options)
 
 
-def run_command(cmd: List[str], log_path: str, threads: int, cwd: str) -> float:
-    """Run ``cmd`` in ``cwd`` with ``threads`` OpenMP/MKL threads and its output in
-    ``log_path``; returns the wall time, raises with the log's tail on failure."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-               PYTHONWARNINGS='ignore')
+def run_command(cmd: List[str], log_path: str, threads: Optional[int], cwd: str) -> float:
+    """Run ``cmd`` in ``cwd`` with ``threads`` OpenMP/MKL threads (``None``: the defaults) and
+    its output in ``log_path``; returns the wall time, raises with the log's tail on failure."""
+    env = dict(os.environ, PYTHONWARNINGS='ignore')
+    if threads is not None:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     start = time.perf_counter()
     with open(log_path, 'w') as log:
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
@@ -345,7 +346,7 @@ def final_checkpoint(work_dir: str, cfg: Config) -> str:
 
 def run_one(method: str, config: str, overrides: Sequence[str], seed: int, work_dir: str,
             root: str, iters: Optional[int] = None, amp: bool = False, tta: bool = True,
-            threads: int = 1, log: Callable[[str], None] = print) -> dict:
+            threads: Optional[int] = 1, log: Callable[[str], None] = print) -> dict:
     """Train and test one (method, seed) in ``{work_dir}/{method}/seed{seed}``, or read its
     :data:`RESULT_FILE` when it finished before; a run whose final checkpoint exists is only
     tested.
@@ -360,7 +361,7 @@ def run_one(method: str, config: str, overrides: Sequence[str], seed: int, work_
         iters: shorten an iteration-based schedule to this many iterations.
         amp: ``--amp`` training and ``test_cfg.fp16=True`` testing.
         tta: MMSeg: test once more with ``--tta``.
-        threads: OpenMP/MKL threads of the processes.
+        threads: OpenMP/MKL threads of the processes (``None``: their defaults).
 
     Returns:
         The run result: ``method``, ``seed``, ``config``, ``cfg_options``, ``checkpoint``,
