@@ -16,6 +16,7 @@ import os.path as osp
 import re
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -292,11 +293,17 @@ def _without_init_cfg(cfg):
 # Running
 
 
+#: ``Config.fromfile`` is not thread-safe (its ``mmseg::`` base lookup goes through
+#: ``pkg_resources``): the runs of :func:`run_comparison` read their configs one at a time.
+_CONFIG_LOCK = threading.Lock()
+
+
 def merged_config(config: str, options: Sequence[str]) -> Config:
     """``config`` with ``options`` applied as ``tools/train.py --cfg-options`` applies them."""
     parser = argparse.ArgumentParser()
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
-    cfg = Config.fromfile(config)
+    with _CONFIG_LOCK:
+        cfg = Config.fromfile(config)
     if options:
         cfg.merge_from_dict(parser.parse_args(['--cfg-options', *options]).cfg_options)
     return cfg
@@ -430,8 +437,9 @@ def run_comparison(methods: Dict[str, Tuple[str, Sequence[str]]], seeds: Sequenc
         run_kwargs: ``iters``, ``amp``, ``tta``, ``threads`` of :func:`run_one`.
 
     Returns:
-        ``dict(metric, seeds, baseline, summary, runs, table, plot)``: :func:`summarize`'s
-        summary, the run results, the Markdown table and the plot's path (or why there is none);
+        ``dict(metric, seeds, baseline, summary, runs, failed, table, plot)``:
+        :func:`summarize`'s summary, the finished runs, the failed ones (method, seed, error;
+        the others still run), the Markdown table and the plot's path (or why there is none);
         also written to ``{work_dir}/compare.json``.
     """
     if baseline is not None and baseline not in methods:
@@ -439,9 +447,20 @@ def run_comparison(methods: Dict[str, Tuple[str, Sequence[str]]], seeds: Sequenc
     todo = [(m, c, o, s) for s in seeds for m, (c, o) in methods.items()]
     log(f'[compare] {len(methods)} methods x {len(seeds)} seeds, {jobs} side by side; '
         f'work dir {work_dir}')
+    failed = []
+
+    def one(job: tuple) -> Optional[dict]:
+        try:
+            return run_one(*job, work_dir, root, log=log, **run_kwargs)
+        except (RuntimeError, ValueError, OSError) as e:  # the other runs go on
+            log(f'[compare] {job[0]} seed {job[3]} FAILED: {e}')
+            failed.append(dict(method=job[0], seed=job[3], error=str(e)))
+            return None
+
     with ThreadPoolExecutor(jobs) as pool:
-        runs = list(pool.map(
-            lambda job: run_one(*job, work_dir, root, log=log, **run_kwargs), todo))
+        runs = [r for r in pool.map(one, todo) if r is not None]
+    if not runs:
+        raise RuntimeError(f'every run failed: {failed}')
     keys = list(dict.fromkeys(k for r in runs for k in r['metrics']))
     summary = summarize(runs, keys, baseline)
     table = format_summary(summary, keys, MODE_LABELS, baseline)
@@ -449,7 +468,8 @@ def run_comparison(methods: Dict[str, Tuple[str, Sequence[str]]], seeds: Sequenc
     why_not = plot_runs(runs, keys, plot_path,
                         {k: f'{runs[0]["metric"]} {MODE_LABELS.get(k, k)}' for k in keys})
     out = dict(metric=runs[0]['metric'], seeds=list(seeds), baseline=baseline,
-               summary=summary, runs=runs, table=table, plot=why_not or plot_path)
+               summary=summary, runs=runs, failed=failed, table=table,
+               plot=why_not or plot_path)
     with open(osp.join(root, work_dir, 'compare.json'), 'w') as f:
         json.dump(out, f, indent=2)
     return out

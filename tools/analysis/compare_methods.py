@@ -33,10 +33,13 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('configs', nargs='+', help='configs, as PATH or NAME=PATH')
+    parser.add_argument('configs', nargs='*', help='configs, as PATH or NAME=PATH')
     parser.add_argument('--variant', nargs='+', action='append', default=[],
                         metavar=('NAME', 'KEY=VALUE'),
-                        help='a method: the first config with these overrides (repeatable)')
+                        help='a method: the first config (or --base) with these overrides '
+                        '(repeatable)')
+    parser.add_argument('--base', help='the config the variants modify, itself not a method '
+                        '(default: the first config)')
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     parser.add_argument('--iters', type=int, help='training iterations (iteration-based loops)')
     parser.add_argument('--baseline', help='method the others are paired with')
@@ -52,21 +55,29 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
+def _find(path: str, root: str) -> str:
+    """A config path relative to the current directory, else to the repository root."""
+    found = osp.abspath(path) if osp.isfile(path) else osp.join(root, path)
+    if not osp.isfile(found):
+        raise SystemExit(f'config {path} not found')
+    return found
+
+
 def parse_methods(configs: Sequence[str], variants: Sequence[Sequence[str]],
+                  base: Optional[str] = None,
                   root: str = ROOT) -> Dict[str, Tuple[str, List[str]]]:
     """{name: (config path, overrides)} in command-line order."""
     methods: Dict[str, Tuple[str, List[str]]] = {}
     for item in configs:
         name, path = item.split('=', 1) if '=' in item else (
             osp.splitext(osp.basename(item))[0], item)
-        # relative to the current directory, else to the repository root
-        path = osp.abspath(path) if osp.isfile(path) else osp.join(root, path)
-        if not osp.isfile(path):
-            raise SystemExit(f'config {item} not found')
         if name in methods:
             raise SystemExit(f'method name {name!r} given twice')
-        methods[name] = (path, [])
-    first = next(iter(methods.values()))[0]
+        methods[name] = (_find(path, root), [])
+    if base is None and variants and not methods:
+        raise SystemExit('--variant needs a config to modify: give one, or --base')
+    first = _find(base, root) if base is not None else (
+        next(iter(methods.values()))[0] if methods else None)
     for name, *options in variants:
         bad = [o for o in options if '=' not in o]
         if bad:
@@ -74,21 +85,26 @@ def parse_methods(configs: Sequence[str], variants: Sequence[Sequence[str]],
         if name in methods:
             raise SystemExit(f'method name {name!r} given twice')
         methods[name] = (first, options)
+    if not methods:
+        raise SystemExit('no method: give configs or --variant')
     return methods
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
-    methods = parse_methods(args.configs, args.variant)
+    methods = parse_methods(args.configs, args.variant, args.base)
     if args.baseline is not None and args.baseline not in methods:
         raise SystemExit(f'--baseline {args.baseline!r} is not a method: {list(methods)}')
-    out = run_comparison(methods, args.seeds, osp.abspath(args.work_dir), ROOT, baseline=args.baseline,
-                         jobs=args.jobs, iters=args.iters, amp=args.amp, tta=not args.no_tta,
-                         threads=args.threads, log=lambda line: print(line, flush=True))
+    out = run_comparison(methods, args.seeds, osp.abspath(args.work_dir), ROOT,
+                         baseline=args.baseline, jobs=args.jobs, iters=args.iters,
+                         amp=args.amp, tta=not args.no_tta, threads=args.threads,
+                         log=lambda line: print(line, flush=True))
     print(f'\n{out["metric"]}, seeds {args.seeds}' +
           (f', {args.iters} iterations' if args.iters else ''))
     print(out['table'])
     print(f'plot: {out["plot"]}' if out['plot'].endswith('.png') else out['plot'])
+    for failed in out['failed']:
+        print(f'FAILED: {failed["method"]} seed {failed["seed"]}: {failed["error"]}')
     return out
 
 
