@@ -142,3 +142,6 @@ def test_finished_run_is_read_back_not_rerun(tmp_path):
     assert run_one('DA-VPT', DEMO, [], 0, str(tmp_path), ROOT, iters=10) == done
     with pytest.raises(ValueError, match='use another work dir'):
         run_one('DA-VPT', DEMO, [], 0, str(tmp_path), ROOT, iters=20)
+    (run_dir / RESULT_FILE).write_text(json.dumps(dict(done, config_digest='0' * 40)))
+    with pytest.raises(ValueError, match='the config file changed'):
+        run_one('DA-VPT', DEMO, [], 0, str(tmp_path), ROOT, iters=10)

@@ -9,6 +9,7 @@ to a baseline with a t interval over seeds; :func:`run_comparison` does all of i
 """
 import argparse
 import glob
+import hashlib
 import json
 import math
 import os
@@ -327,6 +328,11 @@ def run_options(config: str, overrides: Sequence[str], seed: int,
     return options, merged_config(config, options)
 
 
+def config_digest(cfg: Config) -> str:
+    """SHA-1 of the merged config's text: a run's result is only reused for the same config."""
+    return hashlib.sha1(cfg.pretty_text.encode()).hexdigest()
+
+
 def run_command(cmd: List[str], log_path: str, threads: Optional[int], cwd: str) -> float:
     """Run ``cmd`` in ``cwd`` with ``threads`` OpenMP/MKL threads (``None``: the defaults) and
     its output in ``log_path``; returns the wall time, raises with the log's tail on failure."""
@@ -378,6 +384,7 @@ def run_one(method: str, config: str, overrides: Sequence[str], seed: int, work_
     run_dir = osp.join(work_dir, method, f'seed{seed}')
     result_path = osp.join(run_dir, RESULT_FILE)
     options, cfg = run_options(config, overrides, seed, iters)
+    digest = config_digest(cfg)
     if osp.isfile(result_path):
         with open(result_path) as f:
             result = json.load(f)
@@ -385,6 +392,9 @@ def run_one(method: str, config: str, overrides: Sequence[str], seed: int, work_
             raise ValueError(f'{result_path} is a run of {result["config"]} with '
                              f'{result["cfg_options"]}, not of {config} with {options}: use '
                              'another work dir')
+        if result.get('config_digest', digest) != digest:
+            raise ValueError(f'{result_path} is a run of another content of {config} (the '
+                             'config file changed since): use another work dir')
         log(f'[compare] {method} seed {seed}: done before ({result_path})')
         return result
     scope = cfg.get('default_scope', 'mmpretrain')
@@ -409,7 +419,7 @@ def run_one(method: str, config: str, overrides: Sequence[str], seed: int, work_
                     osp.join(root, run_dir, f'test_{mode}.out'), threads, root)
         metrics[mode] = float(read_test_metrics(osp.join(root, test_dir))[METRICS[scope]])
     result = dict(method=method, seed=seed, config=config, cfg_options=options,
-                  checkpoint=ckpt, metric=METRICS[scope], metrics=metrics,
+                  config_digest=digest, checkpoint=ckpt, metric=METRICS[scope], metrics=metrics,
                   train_seconds=train_seconds,
                   seconds_per_step=seconds_per_step(osp.join(root, run_dir)),
                   tunable_params=count_tunable_params(cfg))
