@@ -128,7 +128,8 @@ model = dict(
         for i in range(2)
     ],
     # beta * L_ML(x, p) only: lambda * L_ML(p, x_cls) (the heads never read the CLS token) cost
-    # about 4 mIoU here, and every guided setting tried still trails VPT (docs/segmentation.md).
+    # about 4 mIoU here at seed 0, and every guided setting tried still trails VPT
+    # (docs/segmentation.md).
     guidance=dict(
         loss_xp=dict(type='PatchPromptLoss', loss_weight=0.1),
         mapping=dict(seed=0)),

@@ -42,7 +42,7 @@ model = dict(
         init_cfg=dict(type='Pretrained', checkpoint=vit_checkpoint)),
     # beta * L_ML(x, p) on the patch tokens (patch label = majority ground-truth label). No
     # lambda * L_ML(p, x_cls): the SETR heads never read the CLS token, and on the offline demo
-    # that loss cost about 4 mIoU for nothing (docs/segmentation.md, issue 12; not measured on
+    # that loss cost about 4 mIoU at seed 0 (docs/segmentation.md, issue 12; not measured on
     # ADE20K). The paper's lambda: loss_pcls=dict(type='ClsPromptLoss', loss_weight=0.1).
     guidance=dict(
         loss_xp=dict(type='PatchPromptLoss', loss_weight=0.1),
