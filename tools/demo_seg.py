@@ -12,6 +12,10 @@
 4. prints a table (tunable parameters, training time, single- and multi-scale mIoU) and writes it to
    ``{work_dir}/results.json``.
 
+With ``--seeds S1 S2 ...`` every method trains once per seed (``mmdavpt.analysis.compare``, as
+``tools/analysis/compare_methods.py``) and the table gives mean ± std over the seeds and the
+paired difference to VPT with its 95 % t interval (``{work_dir}/compare.json``).
+
 Everything runs through the same CLIs a user runs; nothing is downloaded.
 """
 import argparse
@@ -22,7 +26,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Union
 
 from mmengine.config import Config
 
@@ -47,6 +51,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--sequential', action='store_true',
                         help='run the two methods one after the other instead of side by side')
     parser.add_argument('--methods', nargs='+', choices=sorted(METHODS), default=list(METHODS))
+    parser.add_argument('--seeds', nargs='+', type=int,
+                        help='train every method with each seed and report mean ± std and the '
+                        'paired difference to VPT (mmdavpt.analysis.compare; runs go to '
+                        '{work_dir}/{method}/seed{S})')
     return parser.parse_args(argv)
 
 
@@ -109,7 +117,23 @@ def run_method(name: str, args: argparse.Namespace, threads: Optional[int]) -> d
     return result
 
 
-def main(argv: Optional[List[str]] = None) -> List[dict]:
+def compare_seeds(args: argparse.Namespace) -> dict:
+    """Train and test every method with every seed; print and return the comparison."""
+    from mmdavpt.analysis.compare import run_comparison
+    start = time.perf_counter()
+    out = run_comparison(
+        {m: (osp.join(CONFIG_DIR, METHODS[m]), []) for m in args.methods}, args.seeds,
+        args.work_dir, ROOT, baseline='VPT' if 'VPT' in args.methods else None,
+        jobs=1 if args.sequential else len(args.methods), iters=args.iters, amp=True,
+        threads=None if args.sequential else 1, log=lambda line: print(line, flush=True))
+    print(f'\nAnimal-MNIST segmentation, mIoU over seeds {args.seeds}, {args.iters} iterations '
+          f'x 8 images (compare.json and compare.png in {args.work_dir})')
+    print(out['table'])
+    print(f'total wall time {(time.perf_counter() - start) / 60:.1f} min')
+    return out
+
+
+def main(argv: Optional[List[str]] = None) -> Union[List[dict], dict]:
     args = parse_args(argv)
     os.chdir(ROOT)
     start = time.perf_counter()
@@ -117,6 +141,8 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     print(f'[demo_seg] training {", ".join(args.methods)} for {args.iters} iterations '
           f'({"one after the other" if args.sequential else "side by side, one thread each"}); '
           f'logs in {args.work_dir}/*/', flush=True)
+    if args.seeds:
+        return compare_seeds(args)
     if args.sequential:
         results = [run_method(m, args, None) for m in args.methods]
     else:

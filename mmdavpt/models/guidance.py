@@ -6,7 +6,7 @@ backbone's :meth:`DAVPTViT.forward_with_taps` and hands its guidance taps to thi
 """
 import dataclasses
 import logging
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed.nn.functional as dist_nn
@@ -31,6 +31,10 @@ class PromptGuidance(nn.Module):
         loss_pcls: config of ``L_ML(p, x_cls)``, e.g. ``dict(type='ClsPromptLoss', ...)``.
         mapping: extra arguments of :class:`SemanticMapping` (``seed``, ``n_init``, ``fixed``).
             Training needs a computed mapping (``SemanticMappingHook``) unless ``fixed=True``.
+        ignore_classes: classes left out of the guidance, e.g. ``(0, )`` for a background class
+            that dominates the patches: their patches are neither positives nor negatives of
+            ``L_ML(x, p)``, they are not CLS positives of ``L_ML(p, x_cls)``, and they are not
+            clustered (the other classes share the M prompts). See ``docs/segmentation.md``.
 
     In a distributed run the losses see the samples of every rank (the global batch): the
     log-sum-exp over a prompt's samples does not split into per-rank terms, so each rank gathers
@@ -39,7 +43,8 @@ class PromptGuidance(nn.Module):
     """
 
     def __init__(self, backbone: DAVPTViT, num_classes: int, loss_xp: Optional[dict] = None,
-                 loss_pcls: Optional[dict] = None, mapping: Optional[dict] = None) -> None:
+                 loss_pcls: Optional[dict] = None, mapping: Optional[dict] = None,
+                 ignore_classes: Sequence[int] = ()) -> None:
         super().__init__()
         if not isinstance(backbone, DAVPTViT):
             raise TypeError(f'DA-VPT guidance needs a DAVPTViT backbone, got '
@@ -50,7 +55,8 @@ class PromptGuidance(nn.Module):
         self.loss_xp = build_model(loss_xp) if loss_xp else None
         self.loss_pcls = build_model(loss_pcls) if loss_pcls else None
         self.mapping = SemanticMapping(num_classes, backbone.num_guided_prompts,
-                                       backbone.embed_dims, **(mapping or {}))
+                                       backbone.embed_dims, ignore_classes=ignore_classes,
+                                       **(mapping or {}))
         if backbone.num_guided_prompts > num_classes:
             print_log(f'DA-VPT: num_guided_prompts={backbone.num_guided_prompts} > '
                       f'{num_classes} classes: class c uses prompt c, and the '
@@ -77,6 +83,9 @@ class PromptGuidance(nn.Module):
             patch_labels = gather_batch(patch_labels)
             image_positive = gather_batch(image_positive)
         self.mapping.check_trainable()
+        if self.mapping.ignore_classes:
+            patch_labels, image_positive = drop_ignored_classes(
+                patch_labels, image_positive, self.mapping.ignored_mask(patch_labels.device))
         c2p = self.mapping.class_to_prompt
         patch_prompt = torch.where(patch_labels >= 0, c2p[patch_labels.clamp(min=0)], -1)
         prompt_positive = (image_positive.float() @ F.one_hot(c2p, self.num_prompts).float()) > 0
@@ -97,6 +106,22 @@ class PromptGuidance(nn.Module):
             field = self.loss_xp.sample_tap
             gathered[field] = gather_batch(getattr(taps, field))
         return dataclasses.replace(taps, **gathered)
+
+
+def drop_ignored_classes(labels: Tensor, image_positive: Tensor,
+                         ignored: Tensor) -> Tuple[Tensor, Tensor]:
+    """Leave the ignored classes out of the guidance.
+
+    Args:
+        labels: B x N class of every patch (or B class of every image), -1 where ignored.
+        image_positive: B x C bool, the classes present in each image.
+        ignored: C bool, the classes to leave out.
+
+    Returns:
+        ``labels`` with -1 for the ignored classes, and ``image_positive`` without them.
+    """
+    dropped = (labels >= 0) & ignored[labels.clamp(min=0)]
+    return labels.masked_fill(dropped, -1), image_positive & ~ignored
 
 
 def gather_batch(x: Tensor) -> Tensor:

@@ -6,6 +6,7 @@ are saved in checkpoints, restored on resume and loaded with the model.
 """
 import time
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -36,14 +37,18 @@ class SemanticMapping(nn.Module):
             ablation without the semantic mapping): training needs no ``SemanticMappingHook``,
             and :meth:`remap` refuses. Without it, training before a mapping was computed (or
             loaded) is an error (:meth:`check_trainable`).
+        ignore_classes: classes left out of the mapping: their samples are dropped by
+            :meth:`accumulate`, so they never take part in the clustering, and their entry of
+            ``class_to_prompt`` is a placeholder (the guidance losses leave them out too).
 
-    With C <= M every class gets its own prompt and no clustering happens. Classes never seen
-    (e.g. a head with more classes than the data) keep their placeholder prompt and take no part
-    in the k-means.
+    With at most M mapped classes every mapped class gets its own prompt and no clustering
+    happens. Classes never seen (e.g. a head with more classes than the data) keep their
+    placeholder prompt and take no part in the k-means.
     """
 
     def __init__(self, num_classes: int, num_prompts: int, feat_dim: int, seed: int = 0,
-                 n_init: int = 4, fixed: bool = False) -> None:
+                 n_init: int = 4, fixed: bool = False,
+                 ignore_classes: Sequence[int] = ()) -> None:
         super().__init__()
         if num_classes <= 0 or num_prompts <= 0:
             raise ValueError(f'num_classes and num_prompts must be > 0, got {num_classes} and '
@@ -53,6 +58,7 @@ class SemanticMapping(nn.Module):
         self.seed = seed
         self.n_init = n_init
         self.fixed = fixed
+        self.ignore_classes = check_ignore_classes(ignore_classes, num_classes)
         self.register_buffer('class_to_prompt', torch.arange(num_classes) % num_prompts)
         self.register_buffer('centroids', torch.zeros(num_prompts, feat_dim))
         self.register_buffer('class_sum', torch.zeros(num_classes, feat_dim, dtype=torch.float64))
@@ -84,8 +90,17 @@ class SemanticMapping(nn.Module):
         if labels.min() < 0 or labels.max() >= self.num_classes:
             raise ValueError(f'labels must lie in [0, {self.num_classes}), got '
                              f'[{int(labels.min())}, {int(labels.max())}]')
+        if self.ignore_classes:
+            keep = ~self.ignored_mask(labels.device)[labels]
+            features, labels = features[keep], labels[keep]
         self.class_sum.index_add_(0, labels, features.detach().to(self.class_sum.dtype))
         self.class_count.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64))
+
+    def ignored_mask(self, device: torch.device) -> Tensor:
+        """C bool, True for the classes in ``ignore_classes``."""
+        mask = torch.zeros(self.num_classes, dtype=torch.bool, device=device)
+        mask[list(self.ignore_classes)] = True
+        return mask
 
     def reset_statistics(self) -> None:
         self.class_sum.zero_()
@@ -121,9 +136,11 @@ class SemanticMapping(nn.Module):
         # scikit-learn clusters on the CPU: the buffers may live on a GPU (results go back there)
         means = (self.class_sum[seen] / self.class_count[seen, None]).cpu()
         feats = torch.nn.functional.normalize(means, dim=1).numpy()
-        if self.num_classes <= self.num_prompts:
-            self.class_to_prompt.copy_(torch.arange(self.num_classes))
-            self.centroids[seen] = torch.from_numpy(feats).to(self.centroids)
+        mapped = [c for c in range(self.num_classes) if c not in self.ignore_classes]
+        if len(mapped) <= self.num_prompts:  # a prompt of its own for every mapped class
+            self.class_to_prompt[mapped] = torch.arange(len(mapped)).to(self.class_to_prompt)
+            rows = [mapped.index(c) for c in seen.tolist()]
+            self.centroids[rows] = torch.from_numpy(feats).to(self.centroids)
             return
         warm = self.initialized
         if len(seen) >= self.num_prompts:
@@ -149,5 +166,19 @@ class SemanticMapping(nn.Module):
         self.centroids.copy_(torch.as_tensor(np.asarray(centroids)))
 
     def extra_repr(self) -> str:
-        return f'num_classes={self.num_classes}, num_prompts={self.num_prompts}' + \
+        ignored = f', ignore_classes={self.ignore_classes}' if self.ignore_classes else ''
+        return f'num_classes={self.num_classes}, num_prompts={self.num_prompts}{ignored}' + \
             (', fixed=True' if self.fixed else '')
+
+
+def check_ignore_classes(ignore_classes: Sequence[int], num_classes: int) -> tuple:
+    """``ignore_classes`` as a sorted tuple; raises if a class is outside [0, C) or if no class
+    would be left."""
+    ignored = tuple(sorted({int(c) for c in ignore_classes}))
+    bad = [c for c in ignored if not 0 <= c < num_classes]
+    if bad:
+        raise ValueError(f'ignore_classes {bad} are not classes of [0, {num_classes})')
+    if len(ignored) == num_classes:
+        raise ValueError(f'ignore_classes {ignored} leaves none of the {num_classes} classes '
+                         'to guide: remove some, or set guidance=None')
+    return ignored

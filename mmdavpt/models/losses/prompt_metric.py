@@ -141,6 +141,9 @@ class PatchPromptLoss(_PromptMetricLoss):
             (``positive_norm='all'``: the official code's normalisation).
         prompt_side: ``'query'`` (paper, default) or ``'raw'``: the prompt parameters instead
             of their query projection (official code).
+        detach_samples: stop the loss's gradient at the samples, so that it moves only the
+            guided prompts (through their side of the similarity), not the patch features of
+            the guided layer nor, through them, the prompts of the earlier layers.
     """
 
     #: sample_side -> (the :class:`GuidanceTaps` field it reads, B x N x D; whether the
@@ -149,12 +152,14 @@ class PatchPromptLoss(_PromptMetricLoss):
                    'mhsa_mean': ('patch_mhsa', True), 'mhsa_proj_mean': ('patch_mhsa_proj', True),
                    'block_input_mean': ('block_input', True)}
 
-    def __init__(self, loss_weight: float = 0.1, sample_side: str = 'mhsa', **kwargs) -> None:
+    def __init__(self, loss_weight: float = 0.1, sample_side: str = 'mhsa',
+                 detach_samples: bool = False, **kwargs) -> None:
         super().__init__(loss_weight, **kwargs)
         if sample_side not in self.SAMPLE_TAPS:
             raise ValueError(f'sample_side must be one of {tuple(self.SAMPLE_TAPS)}, got '
                              f'{sample_side!r}')
         self.sample_side = sample_side
+        self.detach_samples = detach_samples
 
     @property
     def sample_tap(self) -> str:
@@ -170,7 +175,7 @@ class PatchPromptLoss(_PromptMetricLoss):
                 the pooled sample sides); derived from ``patch_prompt`` when not given.
         """
         num_prompts = taps.prompt_query.shape[0]
-        source = getattr(taps, self.sample_tap)
+        source = self._samples(getattr(taps, self.sample_tap))
         if not self.SAMPLE_TAPS[self.sample_side][1]:
             # Every patch is a sample, read in place; ignored patches (-1) are masked, not
             # gathered: nothing is copied and no shape depends on the labels (no GPU sync).
@@ -180,6 +185,9 @@ class PatchPromptLoss(_PromptMetricLoss):
         positive = image_positive if image_positive is not None else prompts_present(
             patch_prompt, num_prompts)
         return self._loss(source.mean(dim=1), self._prompts(taps), positive)
+
+    def _samples(self, samples: Tensor) -> Tensor:
+        return samples.detach() if self.detach_samples else samples
 
 
 @register_model

@@ -1,0 +1,1 @@
+"""Analysis helpers behind the tools in ``tools/analysis``."""

@@ -1,0 +1,446 @@
+"""Compare training recipes over seeds: what ``tools/analysis/compare_methods.py`` (and
+``tools/demo_seg.py --seeds``) run.
+
+A *run* is one (method, seed): a training with ``tools/train.py`` and tests of its final
+checkpoint with ``tools/test.py``, each a subprocess (:func:`run_one`). Each run leaves a
+:data:`RESULT_FILE` in its work dir (the marker that it finished, so a rerun skips it);
+:func:`summarize` turns the runs into per-method mean ± std over seeds and the paired difference
+to a baseline with a t interval over seeds; :func:`run_comparison` does all of it.
+"""
+import argparse
+import hashlib
+import json
+import math
+import os
+import os.path as osp
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from mmengine.config import Config, DictAction
+from scipy import stats
+
+from mmdavpt.utils import workdir
+from mmdavpt.utils.params import count_config_tunable
+
+#: The per-run result, written in the run's work dir once its training and tests are done.
+RESULT_FILE = 'compare_result.json'
+
+#: The test metric compared, per MMEngine default scope.
+METRICS = {'mmseg': 'mIoU', 'mmpretrain': 'accuracy/top1'}
+
+#: Names of the test modes (keys of a run's ``metrics``).
+MODE_LABELS = {'ss': 'single-scale', 'tta': 'TTA'}
+
+
+def read_test_metrics(work_dir: str) -> Dict[str, float]:
+    """The metrics of the latest ``runner.test()`` in ``work_dir``.
+
+    MMEngine's ``LoggerHook`` writes them to ``{work_dir}/{timestamp}/{timestamp}.json`` as one
+    JSON object.
+
+    Raises:
+        FileNotFoundError: no test metrics in ``work_dir``.
+    """
+    for run in reversed(workdir.run_dirs(work_dir)):
+        path = osp.join(run, f'{osp.basename(run)}.json')
+        if osp.isfile(path):
+            lines = workdir.read_json_lines(path)
+            if lines:
+                return lines[-1]
+    raise FileNotFoundError(f'no test metrics ({{timestamp}}/{{timestamp}}.json) under {work_dir}')
+
+
+def seconds_per_step(work_dir: str) -> Optional[float]:
+    """Mean logged training iteration time of the latest training in ``work_dir``
+    (:func:`mmdavpt.utils.workdir.seconds_per_step` of its ``vis_data/scalars.json``); ``None``
+    when nothing was logged."""
+    return workdir.seconds_per_step(workdir.train_scalars(work_dir))
+
+
+def mean_std(values: Sequence[float]) -> tuple:
+    """(mean, sample standard deviation); the deviation is ``nan`` for fewer than 2 values."""
+    n = len(values)
+    if n == 0:
+        raise ValueError('mean_std needs at least one value')
+    mean = sum(values) / n
+    if n < 2:
+        return mean, math.nan
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def paired_t_interval(a: Sequence[float], b: Sequence[float],
+                      confidence: float = 0.95) -> Dict[str, float]:
+    """Mean of the paired differences ``a - b`` and its Student-t confidence interval.
+
+    Args:
+        a, b: the metric of two methods on the same seeds, in the same order.
+        confidence: two-sided coverage of the interval.
+
+    Returns:
+        ``dict(mean, low, high, n)``; ``low`` and ``high`` are ``nan`` for one pair.
+    """
+    if len(a) != len(b) or not a:
+        raise ValueError(f'paired_t_interval needs two equally long, non-empty lists, got '
+                         f'{len(a)} and {len(b)} values')
+    diffs = [x - y for x, y in zip(a, b)]
+    mean, std = mean_std(diffs)
+    n = len(diffs)
+    if n < 2:
+        return dict(mean=mean, low=math.nan, high=math.nan, n=n)
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
+    return dict(mean=mean, low=mean - half, high=mean + half, n=n)
+
+
+def summarize(runs: Iterable[dict], metric_keys: Sequence[str], baseline: Optional[str] = None,
+              confidence: float = 0.95) -> Dict[str, dict]:
+    """Per-method statistics of finished runs.
+
+    Args:
+        runs: run results, each with ``method``, ``seed``, ``metrics`` ({key: value}) and
+            optionally ``tunable_params`` and ``seconds_per_step``.
+        metric_keys: the keys of ``metrics`` to summarise (e.g. ``('ss', 'tta')``).
+        baseline: the method the others are paired with (over the seeds both have).
+        confidence: coverage of the paired interval.
+
+    Returns:
+        ``{method: dict(seeds, <key>=dict(values, mean, std, diff), tunable_params,
+        seconds_per_step)}`` in first-seen method order; ``diff`` (a :func:`paired_t_interval`
+        dict) only for methods other than the baseline.
+    """
+    by_method: Dict[str, Dict[int, dict]] = {}
+    for run in runs:
+        by_method.setdefault(run['method'], {})[int(run['seed'])] = run
+    if baseline is not None and baseline not in by_method:
+        raise ValueError(f'baseline {baseline!r} has no finished run; methods: '
+                         f'{sorted(by_method)}')
+    summary = {}
+    for method, seeds in by_method.items():
+        order = sorted(seeds)
+        entry: dict = dict(seeds=order)
+        for key in metric_keys:
+            values = [float(seeds[s]['metrics'][key]) for s in order
+                      if key in seeds[s]['metrics']]
+            if not values:
+                continue
+            mean, std = mean_std(values)
+            stat = dict(values=values, mean=mean, std=std)
+            if baseline is not None and method != baseline:
+                base = by_method[baseline]
+                common = [s for s in order if s in base and key in seeds[s]['metrics']
+                          and key in base[s]['metrics']]
+                if common:
+                    stat['diff'] = paired_t_interval(
+                        [float(seeds[s]['metrics'][key]) for s in common],
+                        [float(base[s]['metrics'][key]) for s in common], confidence)
+            entry[key] = stat
+        params = {seeds[s].get('tunable_params') for s in order} - {None}
+        entry['tunable_params'] = params.pop() if len(params) == 1 else None
+        steps = [seeds[s]['seconds_per_step'] for s in order
+                 if seeds[s].get('seconds_per_step') is not None]
+        entry['seconds_per_step'] = sum(steps) / len(steps) if steps else None
+        summary[method] = entry
+    return summary
+
+
+def _num(value: Optional[float], digits: int = 2) -> str:
+    return '-' if value is None or (isinstance(value, float) and math.isnan(value)) \
+        else f'{value:.{digits}f}'
+
+
+def format_summary(summary: Dict[str, dict], metric_keys: Sequence[str],
+                   labels: Optional[Dict[str, str]] = None, baseline: Optional[str] = None,
+                   confidence: float = 0.95) -> str:
+    """A Markdown table of :func:`summarize`'s output: per metric the mean ± std over seeds and
+    the paired difference to the baseline with its interval."""
+    labels = labels or {}
+    level = f'{confidence:.0%}'
+    header = ['Method', 'Seeds']
+    for key in metric_keys:
+        name = labels.get(key, key)
+        header.append(f'{name} mean ± std')
+        if baseline is not None:
+            header.append(f'{name} - {baseline} [{level} t interval]')
+    header += ['Tunable params', 's/step']
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    for method, entry in summary.items():
+        row = [method, ','.join(str(s) for s in entry['seeds'])]
+        for key in metric_keys:
+            stat = entry.get(key)
+            row.append('-' if stat is None else f'{_num(stat["mean"])} ± {_num(stat["std"])}')
+            if baseline is not None:
+                diff = (stat or {}).get('diff')
+                row.append('-' if diff is None else
+                           f'{diff["mean"]:+.2f} [{_num(diff["low"])}, {_num(diff["high"])}]')
+        params = entry.get('tunable_params')
+        row.append('-' if params is None else f'{params / 1e3:.1f}k')
+        row.append(_num(entry.get('seconds_per_step'), 3))
+        lines.append('| ' + ' | '.join(row) + ' |')
+    return '\n'.join(lines)
+
+
+def plot_runs(runs: Iterable[dict], metric_keys: Sequence[str], path: str,
+              labels: Optional[Dict[str, str]] = None) -> Optional[str]:
+    """Plot the metric of every run (one panel per metric, one column of points per method,
+    the seeds labelled) to ``path``. Returns ``None`` when done, else why not (matplotlib
+    missing)."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        return f'no plot: matplotlib is not installed ({e})'
+    runs = list(runs)
+    methods = list(dict.fromkeys(r['method'] for r in runs))
+    labels = labels or {}
+    fig, axes = plt.subplots(1, len(metric_keys), figsize=(1.5 + 1.4 * len(methods)
+                                                           * len(metric_keys), 3.5),
+                             squeeze=False)
+    for ax, key in zip(axes[0], metric_keys):
+        for i, method in enumerate(methods):
+            points = sorted((r['seed'], r['metrics'][key]) for r in runs
+                            if r['method'] == method and key in r['metrics'])
+            if not points:
+                continue
+            ys = [y for _, y in points]
+            ax.scatter([i] * len(ys), ys, s=18)
+            for seed, y in points:
+                ax.annotate(str(seed), (i, y), textcoords='offset points', xytext=(4, -3),
+                            fontsize=7)
+            ax.hlines(sum(ys) / len(ys), i - 0.25, i + 0.25, colors='k', linewidth=1)
+        ax.set_xticks(range(len(methods)))
+        ax.set_xticklabels(methods, rotation=30, ha='right', fontsize=8)
+        ax.set_ylabel(labels.get(key, key))
+        ax.grid(axis='y', alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return None
+
+
+def schedule_options(cfg, iters: int) -> List[str]:
+    """``--cfg-options`` that shorten an iteration-based schedule to ``iters`` iterations.
+
+    Sets ``train_cfg.max_iters`` and moves to ``iters`` the ``end`` of every ``param_scheduler``
+    entry that ends after it or at the config's own ``max_iters`` (its last phase).
+
+    Raises:
+        ValueError: the config trains by epochs.
+    """
+    if iters < 1:
+        raise ValueError(f'iters must be >= 1, got {iters}')
+    if 'max_iters' not in cfg.train_cfg:
+        raise ValueError('--iters needs an iteration-based train_cfg (max_iters); this config '
+                         'trains by epochs: set train_cfg.max_epochs in the overrides instead')
+    old = cfg.train_cfg.max_iters
+    options = [f'train_cfg.max_iters={iters}']
+    schedulers = cfg.get('param_scheduler') or []
+    if isinstance(schedulers, dict):
+        schedulers = [schedulers]
+        prefix = ['param_scheduler']
+    else:
+        prefix = [f'param_scheduler.{i}' for i in range(len(schedulers))]
+    for key, scheduler in zip(prefix, schedulers):
+        end = scheduler.get('end')
+        if end is not None and (end == old or end > iters):
+            options.append(f'{key}.end={iters}')
+    return options
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+
+#: ``Config.fromfile`` is not thread-safe (its ``mmseg::`` base lookup goes through
+#: ``pkg_resources``): the runs of :func:`run_comparison` read their configs one at a time.
+_CONFIG_LOCK = threading.Lock()
+
+
+def merged_config(config: str, options: Sequence[str]) -> Config:
+    """``config`` with ``options`` applied as ``tools/train.py --cfg-options`` applies them."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    with _CONFIG_LOCK:
+        cfg = Config.fromfile(config)
+    if options:
+        cfg.merge_from_dict(parser.parse_args(['--cfg-options', *options]).cfg_options)
+    return cfg
+
+
+def run_options(config: str, overrides: Sequence[str], seed: int,
+                iters: Optional[int] = None) -> Tuple[List[str], Config]:
+    """The ``--cfg-options`` of one run and the merged config they give.
+
+    ``overrides`` + ``randomness.seed`` (and ``model.guidance.mapping.seed`` when the model has
+    DA-VPT guidance) + the schedule of ``iters`` (:func:`schedule_options`) + no validation
+    during training.
+    """
+    options = list(overrides) + [f'randomness.seed={seed}']
+    cfg = merged_config(config, options)
+    if cfg.model.get('guidance') is not None:
+        options.append(f'model.guidance.mapping.seed={seed}')
+    if iters is not None:
+        options += schedule_options(cfg, iters)
+    options += ['val_cfg=None', 'val_dataloader=None', 'val_evaluator=None']
+    return options, merged_config(config, options)
+
+
+def config_digest(cfg: Config) -> str:
+    """SHA-1 of the merged config's text: a run's result is only reused for the same config."""
+    return hashlib.sha1(cfg.pretty_text.encode()).hexdigest()
+
+
+def run_command(cmd: List[str], log_path: str, threads: Optional[int], cwd: str) -> float:
+    """Run ``cmd`` in ``cwd`` with ``threads`` OpenMP/MKL threads (``None``: the defaults) and
+    its output in ``log_path``; returns the wall time, raises with the log's tail on failure."""
+    env = dict(os.environ, PYTHONWARNINGS='ignore')
+    if threads is not None:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    start = time.perf_counter()
+    with open(log_path, 'w') as log:
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+    if proc.returncode != 0:
+        with open(log_path) as log:
+            tail = ''.join(log.readlines()[-30:])
+        raise RuntimeError(f'{" ".join(cmd)} failed ({proc.returncode}); see {log_path}:\n{tail}')
+    return time.perf_counter() - start
+
+
+def final_checkpoint(work_dir: str, cfg: Config) -> str:
+    """The checkpoint the training of ``cfg`` in ``work_dir`` ends with."""
+    loop = cfg.train_cfg
+    if 'max_iters' in loop:
+        return osp.join(work_dir, f'iter_{loop.max_iters}.pth')
+    return osp.join(work_dir, f'epoch_{loop.max_epochs}.pth')
+
+
+def run_one(method: str, config: str, overrides: Sequence[str], seed: int, work_dir: str,
+            root: str, iters: Optional[int] = None, amp: bool = False, tta: bool = True,
+            threads: Optional[int] = 1, log: Callable[[str], None] = print) -> dict:
+    """Train and test one (method, seed) in ``{work_dir}/{method}/seed{seed}``, or read its
+    :data:`RESULT_FILE` when it finished before; a run whose final checkpoint exists is only
+    tested.
+
+    Args:
+        method: its name.
+        config: config path (relative to ``root`` or absolute).
+        overrides: ``--cfg-options`` of the method.
+        seed: ``randomness.seed`` (and the mapping seed).
+        work_dir: the comparison's work dir.
+        root: the repository root (``tools/train.py`` and ``tools/test.py`` run there).
+        iters: shorten an iteration-based schedule to this many iterations.
+        amp: ``--amp`` training and ``test_cfg.fp16=True`` testing.
+        tta: MMSeg: test once more with ``--tta``.
+        threads: OpenMP/MKL threads of the processes (``None``: their defaults).
+
+    Returns:
+        The run result: ``method``, ``seed``, ``config``, ``cfg_options``, ``checkpoint``,
+        ``metric``, ``metrics`` ({``'ss'``/``'tta'``: value}), ``train_seconds``,
+        ``seconds_per_step``, ``tunable_params``.
+    """
+    run_dir = osp.join(work_dir, method, f'seed{seed}')
+    result_path = osp.join(run_dir, RESULT_FILE)
+    options, cfg = run_options(config, overrides, seed, iters)
+    digest = config_digest(cfg)
+    if osp.isfile(result_path):
+        with open(result_path) as f:
+            result = json.load(f)
+        if (result['config'], result['cfg_options']) != (config, options):
+            raise ValueError(f'{result_path} is a run of {result["config"]} with '
+                             f'{result["cfg_options"]}, not of {config} with {options}: use '
+                             'another work dir')
+        if result.get('config_digest', digest) != digest:
+            raise ValueError(f'{result_path} is a run of another content of {config} (the '
+                             'config file changed since): use another work dir')
+        log(f'[compare] {method} seed {seed}: done before ({result_path})')
+        return result
+    scope = cfg.get('default_scope', 'mmpretrain')
+    if scope not in METRICS:
+        raise ValueError(f'{config}: default_scope {scope!r} is not one of {sorted(METRICS)}')
+    os.makedirs(osp.join(root, run_dir), exist_ok=True)
+    py = sys.executable
+    ckpt = final_checkpoint(run_dir, cfg)
+    train_seconds = None
+    if not osp.isfile(osp.join(root, ckpt)):
+        log(f'[compare] {method} seed {seed}: training in {run_dir}')
+        train_seconds = run_command(
+            [py, 'tools/train.py', config, '--work-dir', run_dir, *(['--amp'] if amp else []),
+             '--cfg-options', *options], osp.join(root, run_dir, 'train.out'), threads, root)
+    modes = [('ss', [])] + ([('tta', ['--tta'])] if scope == 'mmseg' and tta else [])
+    test_options = options + (['test_cfg.fp16=True'] if amp else [])
+    metrics = {}
+    for mode, extra in modes:
+        test_dir = osp.join(run_dir, f'test_{mode}')
+        run_command([py, 'tools/test.py', config, ckpt, '--work-dir', test_dir, *extra,
+                     '--cfg-options', *test_options],
+                    osp.join(root, run_dir, f'test_{mode}.out'), threads, root)
+        metrics[mode] = float(read_test_metrics(osp.join(root, test_dir))[METRICS[scope]])
+    result = dict(method=method, seed=seed, config=config, cfg_options=options,
+                  config_digest=digest, checkpoint=ckpt, metric=METRICS[scope], metrics=metrics,
+                  train_seconds=train_seconds,
+                  seconds_per_step=seconds_per_step(osp.join(root, run_dir)),
+                  tunable_params=count_config_tunable(
+                      cfg.model, scope=cfg.get('default_scope', 'mmpretrain')))
+    with open(osp.join(root, result_path), 'w') as f:
+        json.dump(result, f, indent=2)
+    log(f'[compare] {method} seed {seed}: ' + ', '.join(
+        f'{MODE_LABELS.get(k, k)} {v:.2f}' for k, v in metrics.items()))
+    return result
+
+
+def run_comparison(methods: Dict[str, Tuple[str, Sequence[str]]], seeds: Sequence[int],
+                   work_dir: str, root: str, baseline: Optional[str] = None, jobs: int = 1,
+                   log: Callable[[str], None] = print, **run_kwargs) -> dict:
+    """Run every (method, seed) (:func:`run_one`, ``jobs`` side by side, seed by seed) and
+    summarise them.
+
+    Args:
+        methods: {name: (config, overrides)}.
+        seeds: the seeds.
+        work_dir: where the runs and ``compare.json`` / ``compare.png`` go (relative to
+            ``root`` or absolute).
+        root: the repository root.
+        baseline: the method the others are paired with.
+        jobs: runs side by side.
+        run_kwargs: ``iters``, ``amp``, ``tta``, ``threads`` of :func:`run_one`.
+
+    Returns:
+        ``dict(metric, seeds, baseline, summary, runs, failed, table, plot)``:
+        :func:`summarize`'s summary, the finished runs, the failed ones (method, seed, error;
+        the others still run), the Markdown table and the plot's path (or why there is none);
+        also written to ``{work_dir}/compare.json``.
+    """
+    if baseline is not None and baseline not in methods:
+        raise ValueError(f'baseline {baseline!r} is not one of the methods {list(methods)}')
+    todo = [(m, c, o, s) for s in seeds for m, (c, o) in methods.items()]
+    log(f'[compare] {len(methods)} methods x {len(seeds)} seeds, {jobs} side by side; '
+        f'work dir {work_dir}')
+    failed = []
+
+    def one(job: tuple) -> Optional[dict]:
+        try:
+            return run_one(*job, work_dir, root, log=log, **run_kwargs)
+        except (RuntimeError, ValueError, OSError) as e:  # the other runs go on
+            log(f'[compare] {job[0]} seed {job[3]} FAILED: {e}')
+            failed.append(dict(method=job[0], seed=job[3], error=str(e)))
+            return None
+
+    with ThreadPoolExecutor(jobs) as pool:
+        runs = [r for r in pool.map(one, todo) if r is not None]
+    if not runs:
+        raise RuntimeError(f'every run failed: {failed}')
+    keys = list(dict.fromkeys(k for r in runs for k in r['metrics']))
+    summary = summarize(runs, keys, baseline)
+    table = format_summary(summary, keys, MODE_LABELS, baseline)
+    plot_path = osp.join(root, work_dir, 'compare.png')
+    why_not = plot_runs(runs, keys, plot_path,
+                        {k: f'{runs[0]["metric"]} {MODE_LABELS.get(k, k)}' for k in keys})
+    out = dict(metric=runs[0]['metric'], seeds=list(seeds), baseline=baseline,
+               summary=summary, runs=runs, failed=failed, table=table,
+               plot=why_not or plot_path)
+    with open(osp.join(root, work_dir, 'compare.json'), 'w') as f:
+        json.dump(out, f, indent=2)
+    return out

@@ -1,0 +1,112 @@
+"""Train and test several methods over seeds and compare them (mean ± std, paired t interval).
+
+    python tools/analysis/compare_methods.py CONFIG [NAME=CONFIG ...] \\
+        [--variant NAME key=value ...] [--seeds 0 1 2] [--iters N] [--jobs 2] \\
+        [--baseline NAME] [--amp] [--work-dir work_dirs/compare]
+
+Paths are relative to the current directory (configs not found there: to the repository root).
+A method is a config (named by its file stem, or ``NAME=CONFIG``) or a variant: the first config
+with ``--cfg-options``-style overrides (``--variant no-bg model.guidance.ignore_classes="(0,)"``).
+For every (method, seed) the script (``mmdavpt.analysis.compare.run_one``)
+
+1. trains with ``tools/train.py`` (``randomness.seed`` = the seed, and the mapping seed
+   ``model.guidance.mapping.seed`` too when the model has DA-VPT guidance; ``--iters`` shortens an
+   iteration-based schedule; no validation during training);
+2. tests the final checkpoint once with ``tools/test.py`` (and once more with ``--tta`` for MMSeg
+   configs: single-scale and multi-scale + flip mIoU; top-1 for MMPretrain);
+3. writes ``{work_dir}/{method}/seed{S}/compare_result.json``. A run with that file is not run
+   again (another ``--work-dir`` reruns it); a run whose final checkpoint exists is only tested.
+
+Up to ``--jobs`` runs go side by side, each a process with ``--threads`` threads (default 1).
+At the end it prints per method the mean ± std over the seeds, the paired difference to
+``--baseline`` with its 95 % t interval over the seeds both have, the tunable parameters and the
+training s/step, and writes ``{work_dir}/compare.json`` and ``{work_dir}/compare.png``.
+"""
+import argparse
+import os.path as osp
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from mmdavpt.analysis.compare import run_comparison
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('configs', nargs='*', help='configs, as PATH or NAME=PATH')
+    parser.add_argument('--variant', nargs='+', action='append', default=[],
+                        metavar=('NAME', 'KEY=VALUE'),
+                        help='a method: the first config (or --base) with these overrides '
+                        '(repeatable)')
+    parser.add_argument('--base', help='the config the variants modify, itself not a method '
+                        '(default: the first config)')
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    parser.add_argument('--iters', type=int, help='training iterations (iteration-based loops)')
+    parser.add_argument('--baseline', help='method the others are paired with')
+    parser.add_argument('--amp', action='store_true',
+                        help='bfloat16 (CPU) / float16 (GPU) training and testing')
+    parser.add_argument('--no-tta', action='store_true', help='MMSeg: skip the --tta test')
+    parser.add_argument('--jobs', type=int, default=1, help='runs side by side')
+    parser.add_argument('--threads', type=int, default=1, help='threads per run')
+    parser.add_argument('--work-dir', default=osp.join('work_dirs', 'compare'))
+    args = parser.parse_args(argv)
+    if args.jobs < 1 or args.threads < 1:
+        parser.error('--jobs and --threads must be >= 1')
+    return args
+
+
+def _find(path: str, root: str) -> str:
+    """A config path relative to the current directory, else to the repository root."""
+    found = osp.abspath(path) if osp.isfile(path) else osp.join(root, path)
+    if not osp.isfile(found):
+        raise SystemExit(f'config {path} not found')
+    return found
+
+
+def parse_methods(configs: Sequence[str], variants: Sequence[Sequence[str]],
+                  base: Optional[str] = None,
+                  root: str = ROOT) -> Dict[str, Tuple[str, List[str]]]:
+    """{name: (config path, overrides)} in command-line order."""
+    methods: Dict[str, Tuple[str, List[str]]] = {}
+    for item in configs:
+        name, path = item.split('=', 1) if '=' in item else (
+            osp.splitext(osp.basename(item))[0], item)
+        if name in methods:
+            raise SystemExit(f'method name {name!r} given twice')
+        methods[name] = (_find(path, root), [])
+    if base is None and variants and not methods:
+        raise SystemExit('--variant needs a config to modify: give one, or --base')
+    first = _find(base, root) if base is not None else (
+        next(iter(methods.values()))[0] if methods else None)
+    for name, *options in variants:
+        bad = [o for o in options if '=' not in o]
+        if bad:
+            raise SystemExit(f'--variant {name}: overrides must be key=value, got {bad}')
+        if name in methods:
+            raise SystemExit(f'method name {name!r} given twice')
+        methods[name] = (first, options)
+    if not methods:
+        raise SystemExit('no method: give configs or --variant')
+    return methods
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    args = parse_args(argv)
+    methods = parse_methods(args.configs, args.variant, args.base)
+    if args.baseline is not None and args.baseline not in methods:
+        raise SystemExit(f'--baseline {args.baseline!r} is not a method: {list(methods)}')
+    out = run_comparison(methods, args.seeds, osp.abspath(args.work_dir), ROOT,
+                         baseline=args.baseline, jobs=args.jobs, iters=args.iters,
+                         amp=args.amp, tta=not args.no_tta, threads=args.threads,
+                         log=lambda line: print(line, flush=True))
+    print(f'\n{out["metric"]}, seeds {args.seeds}' +
+          (f', {args.iters} iterations' if args.iters else ''))
+    print(out['table'])
+    print(f'plot: {out["plot"]}' if out['plot'].endswith('.png') else out['plot'])
+    for failed in out['failed']:
+        print(f'FAILED: {failed["method"]} seed {failed["seed"]}: {failed["error"]}')
+    return out
+
+
+if __name__ == '__main__':
+    main()
