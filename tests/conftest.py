@@ -17,7 +17,9 @@ import torch
 from mmengine.config import Config
 from mmengine.dataset import BaseDataset
 from mmengine.runner import Runner
+from mmengine.structures import PixelData
 from mmpretrain.structures import DataSample
+from mmseg.structures import SegDataSample
 from PIL import Image
 
 import mmdavpt  # noqa: F401
@@ -68,7 +70,8 @@ def tiny_classifier_cfg(num_classes: int = 5, guidance: bool = True, fixed_mappi
                       mapping=dict(seed=0, fixed=fixed_mapping)) if guidance else None)
 
 
-def tiny_seg_model(guidance: bool = True, fixed_mapping: bool = False):
+def tiny_seg_model(guidance: bool = True, fixed_mapping: bool = False,
+                   ignore_classes=()):
     """A tiny DA-VPT segmentor (4 classes, 32 x 32 inputs); ``fixed_mapping``: see
     :func:`tiny_classifier_cfg`."""
     return build_model(dict(
@@ -82,8 +85,20 @@ def tiny_seg_model(guidance: bool = True, fixed_mapping: bool = False):
                          loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0)),
         guidance=dict(loss_xp=dict(type='PatchPromptLoss', loss_weight=0.1),
                       loss_pcls=dict(type='ClsPromptLoss', loss_weight=0.1),
-                      mapping=dict(fixed=fixed_mapping)) if guidance
+                      mapping=dict(fixed=fixed_mapping),
+                      ignore_classes=ignore_classes) if guidance
         else None), scope='mmseg')
+
+
+def seg_samples(masks) -> list:
+    """``SegDataSample``s of 32 x 32 images with the given 1 x 32 x 32 masks."""
+    samples = []
+    for m in masks:
+        s = SegDataSample()
+        s.gt_sem_seg = PixelData(data=m)
+        s.set_metainfo(dict(img_shape=(32, 32), pad_shape=(32, 32)))
+        samples.append(s)
+    return samples
 
 
 def class_features(C=12, D=8, per_class=5, seed=0, groups=3):

@@ -1,14 +1,12 @@
 import pytest
 import torch
-from mmengine.structures import PixelData
 from mmpretrain.structures import DataSample
-from mmseg.structures import SegDataSample
 
 from mmdavpt.models import guidance as guidance_module
 from mmdavpt.models import patch_labels_from_mask
 from mmdavpt.registry import build_model
 
-from conftest import tiny_backbone_cfg, tiny_classifier_cfg, tiny_seg_model
+from conftest import seg_samples, tiny_backbone_cfg, tiny_classifier_cfg, tiny_seg_model
 
 
 def test_patch_labels_majority_and_ignore():
@@ -79,12 +77,7 @@ def test_segmentor_uses_patch_majority_labels():
     model.train()
     masks = torch.randint(0, 4, (2, 1, 32, 32))
     masks[1, :, :16] = 255
-    samples = []
-    for m in masks:
-        s = SegDataSample()
-        s.gt_sem_seg = PixelData(data=m)
-        s.set_metainfo(dict(img_shape=(32, 32), pad_shape=(32, 32)))
-        samples.append(s)
+    samples = seg_samples(masks)
     losses = model.loss(torch.randn(2, 3, 32, 32), samples)
     assert {'loss_ml_xp', 'loss_ml_pcls', 'decode.loss_ce'} <= set(losses)
     assert all(torch.isfinite(v) for k, v in losses.items() if k.startswith('loss'))

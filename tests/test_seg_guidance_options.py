@@ -1,16 +1,13 @@
 """The segmentation guidance options of issue 12: ignore_classes and detach_samples."""
 import pytest
 import torch
-from mmengine.structures import PixelData
-from mmseg.structures import SegDataSample
 
 from mmdavpt.models import SemanticMapping
 from mmdavpt.models.backbones import GuidanceTaps
 from mmdavpt.models.guidance import drop_ignored_classes
 from mmdavpt.models.losses import PatchPromptLoss
-from mmdavpt.registry import build_model
 
-from conftest import tiny_backbone_cfg
+from conftest import seg_samples, tiny_seg_model
 
 
 def test_ignored_classes_are_not_accumulated_nor_clustered():
@@ -48,50 +45,24 @@ def test_drop_ignored_classes():
     assert new_positive.tolist() == [[False, True, True], [False, True, True]]
 
 
-def _seg_model(ignore_classes=()):
-    return build_model(dict(
-        type='DAVPTEncoderDecoder',
-        data_preprocessor=dict(type='SegDataPreProcessor', mean=[0, 0, 0], std=[1, 1, 1],
-                               size=(32, 32), pad_val=0, seg_pad_val=255),
-        backbone=tiny_backbone_cfg(out_type='featmap', out_indices=(1, 2)),
-        decode_head=dict(type='SETRUPHead', in_channels=32, channels=16, in_index=1,
-                         num_classes=4, num_convs=2, up_scale=2, kernel_size=3,
-                         norm_cfg=dict(type='BN'), align_corners=False,
-                         loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0)),
-        guidance=dict(loss_xp=dict(type='PatchPromptLoss', loss_weight=0.1),
-                      loss_pcls=dict(type='ClsPromptLoss', loss_weight=0.1),
-                      mapping=dict(fixed=True),  # model.loss without a mapping hook
-                      ignore_classes=ignore_classes)), scope='mmseg')
-
-
-def _samples(masks):
-    samples = []
-    for m in masks:
-        s = SegDataSample()
-        s.gt_sem_seg = PixelData(data=m)
-        s.set_metainfo(dict(img_shape=(32, 32), pad_shape=(32, 32)))
-        samples.append(s)
-    return samples
-
-
 def test_segmentor_leaves_ignored_classes_out_of_losses_and_mapping():
     masks = torch.ones(2, 1, 32, 32, dtype=torch.long)
     masks[:, :, :24] = 0  # class 0 on 3/4 of the patches, class 1 on the rest
     torch.manual_seed(0)
-    model = _seg_model(ignore_classes=(0, ))
+    model = tiny_seg_model(fixed_mapping=True, ignore_classes=(0, ))
     model.train()
     inputs = torch.randn(2, 3, 32, 32)
-    losses = model.loss(inputs, _samples(masks))
+    losses = model.loss(inputs, seg_samples(masks))
     assert model.guidance.mapping.class_count.tolist() == [0, 8, 0, 0]  # 2 x 4 class-1 patches
     # the guidance losses see only the class-1 patches: the same model without ignore_classes
     # on masks whose class-0 pixels are the ignore index gives the same losses
     masks_ignored = masks.clone()
     masks_ignored[:, :, :24] = 255
     torch.manual_seed(0)
-    plain = _seg_model()
+    plain = tiny_seg_model(fixed_mapping=True)
     plain.load_state_dict(model.state_dict())
     plain.train()
-    reference = plain.loss(inputs, _samples(masks_ignored))
+    reference = plain.loss(inputs, seg_samples(masks_ignored))
     for key in ('loss_ml_xp', 'loss_ml_pcls'):
         assert losses[key].item() == pytest.approx(reference[key].item(), rel=1e-5)
 

@@ -30,6 +30,7 @@ from typing import Dict, List, Optional, Union
 
 from mmengine.config import Config
 
+from mmdavpt.analysis.compare import run_command, run_comparison
 from mmdavpt.utils.params import count_config_tunable
 from mmdavpt.utils.table import format_table
 from mmdavpt.utils.workdir import evaluation_runs
@@ -69,21 +70,6 @@ def prepare_assets() -> None:
     print(f'[demo_seg] backbone: {CHECKPOINT}', flush=True)
 
 
-def run(cmd: List[str], log_path: str, threads: Optional[int]) -> float:
-    """Run ``cmd`` with stdout/stderr to ``log_path``; returns the wall time, raises on failure."""
-    env = dict(os.environ, PYTHONWARNINGS='ignore')
-    if threads is not None:
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    start = time.perf_counter()
-    with open(log_path, 'w') as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    if proc.returncode != 0:
-        with open(log_path) as log:
-            tail = ''.join(log.readlines()[-30:])
-        raise RuntimeError(f'{" ".join(cmd)} failed ({proc.returncode}); see {log_path}:\n{tail}')
-    return time.perf_counter() - start
-
-
 def latest_metrics(work_dir: str) -> Dict[str, float]:
     """The metrics of the last test run in ``work_dir``."""
     runs = evaluation_runs(work_dir)
@@ -97,19 +83,19 @@ def run_method(name: str, args: argparse.Namespace, threads: Optional[int]) -> d
     work_dir = osp.join(args.work_dir, name.lower().replace('-', ''))
     os.makedirs(work_dir, exist_ok=True)
     py = sys.executable
-    train_time = run([
+    train_time = run_command([
         py, 'tools/train.py', config, '--work-dir', work_dir, '--amp', '--cfg-options',
         f'train_cfg.max_iters={args.iters}', f'param_scheduler.1.end={args.iters}',
         'val_cfg=None', 'val_dataloader=None', 'val_evaluator=None'
-    ], osp.join(work_dir, 'train.out'), threads)
+    ], osp.join(work_dir, 'train.out'), threads, ROOT)
     ckpt = osp.join(work_dir, f'iter_{args.iters}.pth')
     result = dict(method=name, config=config, checkpoint=ckpt, train_seconds=train_time)
     for mode, extra in (('ss', []), ('ms', ['--tta'])):
         test_dir = osp.join(work_dir, f'test_{mode}')
-        seconds = run([
+        seconds = run_command([
             py, 'tools/test.py', config, ckpt, '--work-dir', test_dir, *extra, '--cfg-options',
             'test_cfg.fp16=True'
-        ], osp.join(work_dir, f'test_{mode}.out'), threads)
+        ], osp.join(work_dir, f'test_{mode}.out'), threads, ROOT)
         result[f'{mode}_mIoU'] = latest_metrics(test_dir)['mIoU']
         result[f'{mode}_seconds'] = seconds
     print(f'[demo_seg] {name}: trained in {train_time:.0f} s, mIoU single-scale '
@@ -119,7 +105,6 @@ def run_method(name: str, args: argparse.Namespace, threads: Optional[int]) -> d
 
 def compare_seeds(args: argparse.Namespace) -> dict:
     """Train and test every method with every seed; print and return the comparison."""
-    from mmdavpt.analysis.compare import run_comparison
     start = time.perf_counter()
     out = run_comparison(
         {m: (osp.join(CONFIG_DIR, METHODS[m]), []) for m in args.methods}, args.seeds,
