@@ -58,6 +58,7 @@ class SemanticMapping(nn.Module):
         self.seed = seed
         self.n_init = n_init
         self.fixed = fixed
+        self._trainable = False  # check_trainable() passed once
         self.ignore_classes = check_ignore_classes(ignore_classes, num_classes)
         self.register_buffer('class_to_prompt', torch.arange(num_classes) % num_prompts)
         self.register_buffer('centroids', torch.zeros(num_prompts, feat_dim))
@@ -72,8 +73,12 @@ class SemanticMapping(nn.Module):
 
     def check_trainable(self) -> None:
         """Raise unless a mapping was computed or loaded, or ``fixed=True`` asks for the
-        placeholder: called by the guidance at every training step."""
-        if not (self.fixed or self.initialized):
+        placeholder: called by the guidance at every training step. Reading ``num_remaps`` is a
+        host sync on a GPU, so a passed check is remembered (a mapping, once computed, stays)."""
+        if self._trainable:
+            return
+        self._trainable = self.fixed or self.initialized
+        if not self._trainable:
             raise RuntimeError(
                 'DA-VPT guidance is training with the placeholder class->prompt mapping (class c '
                 f'-> prompt c % {self.num_prompts}): no class->prompt mapping was computed. Add '
