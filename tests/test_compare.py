@@ -9,6 +9,8 @@ from scipy import stats
 
 from mmdavpt.analysis.compare import (
     RESULT_FILE,
+    attention_shares,
+    best_checkpoint,
     format_summary,
     mean_std,
     paired_t_interval,
@@ -18,8 +20,12 @@ from mmdavpt.analysis.compare import (
     run_options,
     schedule_options,
     seconds_per_step,
+    selection,
     summarize,
+    verdict,
 )
+
+from conftest import write_tiny_config
 
 
 def test_paired_t_interval_by_hand_and_scipy():
@@ -145,3 +151,104 @@ def test_finished_run_is_read_back_not_rerun(tmp_path):
     (run_dir / RESULT_FILE).write_text(json.dumps(dict(done, config_digest='0' * 40)))
     with pytest.raises(ValueError, match='the config file changed'):
         run_one('DA-VPT', DEMO, [], 0, str(tmp_path), ROOT, iters=10)
+
+
+CLS_DEMO = 'configs/demo/vit-s14-imgfocus_davpt_animal-mnist-56px.py'
+
+
+def test_selection_best_val_where_the_config_keeps_it():
+    """Classification configs validate and keep their best checkpoint: the run is tested with
+    it and validation stays on; the segmentation demo has none: its final checkpoint."""
+    options, cfg = run_options(CLS_DEMO, [], 0)
+    assert selection(cfg) == 'val' and 'val_cfg=None' not in options
+    assert cfg.val_dataloader is not None
+    _, cfg = run_options(DEMO, [], 0, 10)
+    assert selection(cfg) == 'final'
+    _, cfg = run_options(CLS_DEMO, ['default_hooks.checkpoint.save_best=None'], 0)
+    assert selection(cfg) == 'final' and cfg.val_cfg is None
+
+
+def test_best_checkpoint(tmp_path):
+    assert best_checkpoint(str(tmp_path)) is None
+    (tmp_path / 'best_accuracy_top1_epoch_3.pth').write_bytes(b'')
+    (tmp_path / 'epoch_4.pth').write_bytes(b'')
+    assert best_checkpoint(str(tmp_path)) == str(tmp_path / 'best_accuracy_top1_epoch_3.pth')
+    (tmp_path / 'best_accuracy_top1_epoch_4.pth').write_bytes(b'')
+    with pytest.raises(RuntimeError, match='expected one best'):
+        best_checkpoint(str(tmp_path))
+
+
+def test_attention_shares_last_layer_per_other_prompt(tmp_path):
+    path = tmp_path / 'attention_shares.json'
+    layer = dict(cls=0.1, positive=0.3, others=0.2, patches=0.4, num_prompts=5, images=10)
+    path.write_text(json.dumps({'model': {'3': dict(layer, positive=0.9), '11': layer}}))
+    assert attention_shares(str(path)) == dict(layer=11, positive=0.3, other=pytest.approx(0.05))
+    path.write_text(json.dumps({'model': {'11': dict(layer, positive=None)}}))
+    assert attention_shares(str(path)) is None
+
+
+def test_summary_averages_attention_and_table_shows_it():
+    runs = _runs()
+    for r, share in zip([r for r in runs if r['method'] == 'DA-VPT'], (0.2, 0.4, 0.3)):
+        r['attention'] = dict(layer=11, positive=share, other=0.1)
+    summary = summarize(runs, ['ss'], baseline='VPT')
+    assert summary['VPT']['attention'] is None
+    assert summary['DA-VPT']['attention'] == dict(layer=11, seeds=3, positive=pytest.approx(0.3),
+                                                  other=pytest.approx(0.1))
+    table = format_summary(summary, ['ss'], baseline='VPT')
+    assert 'positive prompt / other prompt' in table and '| 30.0% / 10.0% |' in table
+
+
+def test_verdict_follows_the_interval():
+    def summary(diffs):
+        runs = []
+        for seed, d in enumerate(diffs):
+            runs += [dict(method='A', seed=seed, metrics=dict(ss=50.0 + seed)),
+                     dict(method='B', seed=seed, metrics=dict(ss=50.0 + seed + d))]
+        return summarize(runs, ['ss'], baseline='A')
+
+    assert verdict(summary([2.0, 2.5, 3.0]), 'B', 'A').endswith('B helped here.')
+    assert verdict(summary([-2.0, -2.5, -3.0]), 'B', 'A').endswith('B did worse here.')
+    mixed = verdict(summary([-2.0, 1.0, 3.0]), 'B', 'A')
+    assert 'the interval contains 0' in mixed and '+0.67' in mixed
+    assert verdict(summary([1.0]), 'B', 'A').endswith('no conclusion.')
+    with pytest.raises(ValueError, match='no paired difference'):
+        verdict(summary([1.0, 2.0]), 'A', 'A')
+
+
+def test_classification_run_is_tested_with_its_best_val_checkpoint(tmp_path):
+    """The MMPretrain path end to end on a tiny config: train with validation, test the best-val
+    checkpoint, read the best val value and the CLS -> prompt attention shares."""
+    config = write_tiny_config(tmp_path, max_epochs=2)
+    work_dir = str(tmp_path / 'compare')
+    result = run_one('tiny', config, [], 0, work_dir, ROOT)
+    assert result['selection'] == 'val'
+    assert os.path.basename(result['checkpoint']).startswith('best_accuracy_top1_epoch_')
+    assert set(result['metrics']) == {'ss', 'val'}
+    assert 0 <= result['metrics']['ss'] <= 100 and 0 <= result['metrics']['val'] <= 100
+    attention = result['attention']
+    assert attention['layer'] == -1 or attention['layer'] >= 0
+    assert 0 <= attention['positive'] <= 1 and 0 <= attention['other'] <= 1
+    assert run_one('tiny', config, [], 0, work_dir, ROOT) == json.loads(
+        (tmp_path / 'compare' / 'tiny' / 'seed0' / RESULT_FILE).read_text())
+
+
+def test_compare_methods_cli_parses_configs_and_variants():
+    from conftest import load_tool
+    tool = load_tool('tools/analysis/compare_methods.py')
+    vpt = 'configs/demo/vit-s14-imgfocus_vpt-deep_animal-mnist-56px.py'
+    methods = tool.parse_methods(
+        [f'vpt={vpt}', CLS_DEMO],
+        [['beta0', 'model.guidance.loss_xp.loss_weight=0'],
+         ['paper', CLS_DEMO, 'model.guidance.loss_xp.sample_side=mhsa']], root=ROOT)
+    assert list(methods) == ['vpt', 'vit-s14-imgfocus_davpt_animal-mnist-56px', 'beta0', 'paper']
+    assert methods['vpt'] == (os.path.join(ROOT, vpt), [])
+    assert methods['beta0'] == (os.path.join(ROOT, vpt), ['model.guidance.loss_xp.loss_weight=0'])
+    assert methods['paper'] == (os.path.join(ROOT, CLS_DEMO),
+                                ['model.guidance.loss_xp.sample_side=mhsa'])
+    with pytest.raises(SystemExit, match='needs a config'):
+        tool.parse_methods([], [['x', 'a=1']], root=ROOT)
+    with pytest.raises(SystemExit, match='given twice'):
+        tool.parse_methods([f'vpt={vpt}'], [['vpt', 'a=1']], root=ROOT)
+    with pytest.raises(SystemExit, match='not found'):
+        tool.parse_methods([], [['x', 'missing.py', 'a=1']], root=ROOT)

@@ -93,3 +93,36 @@ def test_results_table_means():
     assert row['VTAB mean'] == f'{(3 + 8.5 + 14.5) / 3:.2f}'
     assert row['cub'] == '90.00*' and row['FGVC mean'] == '-'  # four FGVC tasks missing
     assert row['Params (M)'] == f'{(19 * 1 + 3) / 20:.3f}'
+
+
+def test_demo_methods_are_the_demo_configs_of_each_task():
+    demo = load_tool('tools/demo_cls.py')
+    for task in demo.TASKS:
+        methods = demo.methods_of(task, demo.METHODS)
+        assert list(methods) == [demo.TITLES[m] for m in demo.METHODS]
+        for config, overrides in methods.values():
+            assert (ROOT / config).is_file(), config
+            assert overrides == []
+
+
+def test_demo_verdicts_pair_each_guided_method_with_its_unguided_twin():
+    demo = load_tool('tools/demo_cls.py')
+    runs = []
+    for seed in range(3):
+        for method, value in (('vpt-deep', 80.0), ('davpt', 84.0 + seed),
+                              ('vpt-deep-plus', 85.0), ('davpt-plus', 83.0 - seed)):
+            runs.append(dict(method=demo.TITLES[method], seed=seed, metrics=dict(ss=value)))
+    lines = demo.verdicts(runs, demo.DEFAULT_METHODS)
+    assert lines[0].startswith('DA-VPT 85.00 vs VPT-Deep 80.00') and 'helped here' in lines[0]
+    assert lines[1].startswith('DA-VPT+ 82.00 vs VPT-Deep+biases 85.00')
+    assert lines[1].endswith('did worse here.')
+    assert demo.verdicts(runs, ['vpt-deep', 'davpt']) == lines[:1]
+
+
+def test_readme_block_is_replaced_between_the_markers_only():
+    demo = load_tool('tools/demo_cls.py')
+    text = f'intro\n{demo.README_BEGIN}\nold sentence\n{demo.README_END}\noutro\n'
+    assert demo.replace_block(text, '- new\n') == \
+        f'intro\n{demo.README_BEGIN}\n- new\n{demo.README_END}\noutro\n'
+    with pytest.raises(ValueError, match='no "'):
+        demo.replace_block('no markers here', '- new')

@@ -81,3 +81,35 @@ def test_train_then_test_single_and_multi_scale(assets, tmp_path):
         assert 'mIoU' in out
         metrics = _metrics(test_dir)
         assert 0 <= metrics['mIoU'] <= 100 and 0 <= metrics['aAcc'] <= 100
+
+
+def test_demo_seg_compares_both_methods_over_seeds(monkeypatch, capsys):
+    """The demo's defaults: VPT and DA-VPT, 3 seeds, 200 iterations, bf16, side by side, paired
+    with VPT; the verdict sentences come from the comparison's summary."""
+    from mmdavpt.analysis.compare import summarize
+
+    from conftest import load_tool
+    demo = load_tool('tools/demo_seg.py')
+    calls = {}
+
+    def fake_comparison(methods, seeds, work_dir, root, **kwargs):
+        calls.update(methods=methods, seeds=seeds, work_dir=work_dir, **kwargs)
+        runs = [dict(method=m, seed=s, metrics=dict(ss=40.0 + s + (m == 'DA-VPT'),
+                                                    tta=45.0 + s - (m == 'DA-VPT')))
+                for s in seeds for m in methods]
+        return dict(summary=summarize(runs, ['ss', 'tta'], baseline='VPT'), table='TABLE',
+                    failed=[])
+
+    monkeypatch.setattr(demo, 'prepare_assets', lambda: None)
+    monkeypatch.setattr(demo, 'run_comparison', fake_comparison)
+    demo.main([])
+    assert list(calls['methods']) == ['VPT', 'DA-VPT']
+    assert calls['methods']['DA-VPT'] == (osp.join(demo.CONFIG_DIR, demo.METHODS['DA-VPT']), [])
+    assert calls['seeds'] == [0, 1, 2] and calls['iters'] == 200 and calls['amp'] is True
+    assert calls['baseline'] == 'VPT' and calls['jobs'] == 2 and calls['threads'] == 1
+    out = capsys.readouterr().out
+    assert 'TABLE' in out
+    assert 'DA-VPT 42.00 vs VPT 41.00 mIoU single-scale' in out and 'DA-VPT helped here.' in out
+    assert 'DA-VPT did worse here.' in out  # TTA: -1 on every seed
+    demo.main(['--sequential', '--seeds', '5'])
+    assert calls['jobs'] == 1 and calls['threads'] is None and calls['seeds'] == [5]

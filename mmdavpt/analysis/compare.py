@@ -1,13 +1,15 @@
 """Compare training recipes over seeds: what ``tools/analysis/compare_methods.py`` (and
 ``tools/demo_seg.py --seeds``) run.
 
-A *run* is one (method, seed): a training with ``tools/train.py`` and tests of its final
-checkpoint with ``tools/test.py``, each a subprocess (:func:`run_one`). Each run leaves a
+A *run* is one (method, seed): a training with ``tools/train.py`` and tests with
+``tools/test.py`` of the checkpoint it selects (:func:`selection`: the best-val checkpoint when the
+config keeps one, else the final one), each a subprocess (:func:`run_one`). Each run leaves a
 :data:`RESULT_FILE` in its work dir (the marker that it finished, so a rerun skips it);
 :func:`summarize` turns the runs into per-method mean ± std over seeds and the paired difference
 to a baseline with a t interval over seeds; :func:`run_comparison` does all of it.
 """
 import argparse
+import glob
 import hashlib
 import json
 import math
@@ -32,8 +34,17 @@ RESULT_FILE = 'compare_result.json'
 #: The test metric compared, per MMEngine default scope.
 METRICS = {'mmseg': 'mIoU', 'mmpretrain': 'accuracy/top1'}
 
-#: Names of the test modes (keys of a run's ``metrics``).
-MODE_LABELS = {'ss': 'single-scale', 'tta': 'TTA'}
+#: Names of the keys of a run's ``metrics``: the test modes and the best validation value.
+MODE_LABELS = {'ss': 'single-scale', 'tta': 'TTA', 'val': 'best val'}
+
+#: Where the guided models' CLS attention shares are written in a run's work dir
+#: (``tools/analysis/visualize_attention.py --split val --out``).
+ATTENTION_DIR = 'attention'
+
+
+def metric_labels(metric: str) -> Dict[str, str]:
+    """:data:`MODE_LABELS` for a metric: a classification test has one mode, called 'test'."""
+    return dict(MODE_LABELS, ss='test') if metric == METRICS['mmpretrain'] else dict(MODE_LABELS)
 
 
 def read_test_metrics(work_dir: str) -> Dict[str, float]:
@@ -108,8 +119,9 @@ def summarize(runs: Iterable[dict], metric_keys: Sequence[str], baseline: Option
 
     Returns:
         ``{method: dict(seeds, <key>=dict(values, mean, std, diff), tunable_params,
-        seconds_per_step)}`` in first-seen method order; ``diff`` (a :func:`paired_t_interval`
-        dict) only for methods other than the baseline.
+        seconds_per_step, attention)}`` in first-seen method order; ``diff`` (a
+        :func:`paired_t_interval` dict) only for methods other than the baseline; ``attention``
+        the mean over seeds of the runs' :func:`attention_shares` (``None`` without any).
     """
     by_method: Dict[str, Dict[int, dict]] = {}
     for run in runs:
@@ -142,6 +154,11 @@ def summarize(runs: Iterable[dict], metric_keys: Sequence[str], baseline: Option
         steps = [seeds[s]['seconds_per_step'] for s in order
                  if seeds[s].get('seconds_per_step') is not None]
         entry['seconds_per_step'] = sum(steps) / len(steps) if steps else None
+        shares = [seeds[s]['attention'] for s in order if seeds[s].get('attention')]
+        entry['attention'] = None if not shares else dict(
+            layer=shares[0]['layer'], seeds=len(shares),
+            positive=sum(a['positive'] for a in shares) / len(shares),
+            other=sum(a['other'] for a in shares) / len(shares))
         summary[method] = entry
     return summary
 
@@ -165,6 +182,9 @@ def format_summary(summary: Dict[str, dict], metric_keys: Sequence[str],
         if baseline is not None:
             header.append(f'{name} - {baseline} [{level} t interval]')
     header += ['Tunable params', 's/step']
+    shares = any(entry.get('attention') for entry in summary.values())
+    if shares:
+        header.append('CLS attention: positive prompt / other prompt')
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for method, entry in summary.items():
         row = [method, ','.join(str(s) for s in entry['seeds'])]
@@ -178,6 +198,10 @@ def format_summary(summary: Dict[str, dict], metric_keys: Sequence[str],
         params = entry.get('tunable_params')
         row.append('-' if params is None else f'{params / 1e3:.1f}k')
         row.append(_num(entry.get('seconds_per_step'), 3))
+        if shares:
+            att = entry.get('attention')
+            row.append('-' if not att else
+                       f'{100 * att["positive"]:.1f}% / {100 * att["other"]:.1f}%')
         lines.append('| ' + ' | '.join(row) + ' |')
     return '\n'.join(lines)
 
@@ -270,13 +294,24 @@ def merged_config(config: str, options: Sequence[str]) -> Config:
     return cfg
 
 
+def selection(cfg) -> str:
+    """Which checkpoint a run of ``cfg`` is tested with: ``'val'`` (the best-val checkpoint)
+    when the config validates during training and keeps its best checkpoint
+    (``default_hooks.checkpoint.save_best``, as the classification configs do), else
+    ``'final'`` (the last checkpoint)."""
+    hook = (cfg.get('default_hooks') or {}).get('checkpoint') or {}
+    validates = cfg.get('val_dataloader') is not None and cfg.get('val_cfg') is not None \
+        and cfg.get('val_evaluator') is not None
+    return 'val' if hook.get('save_best') and validates else 'final'
+
+
 def run_options(config: str, overrides: Sequence[str], seed: int,
                 iters: Optional[int] = None) -> Tuple[List[str], Config]:
     """The ``--cfg-options`` of one run and the merged config they give.
 
     ``overrides`` + ``randomness.seed`` (and ``model.guidance.mapping.seed`` when the model has
-    DA-VPT guidance) + the schedule of ``iters`` (:func:`schedule_options`) + no validation
-    during training.
+    DA-VPT guidance) + the schedule of ``iters`` (:func:`schedule_options`); when the run is
+    tested with its final checkpoint (:func:`selection`), no validation during training.
     """
     options = list(overrides) + [f'randomness.seed={seed}']
     cfg = merged_config(config, options)
@@ -284,7 +319,8 @@ def run_options(config: str, overrides: Sequence[str], seed: int,
         options.append(f'model.guidance.mapping.seed={seed}')
     if iters is not None:
         options += schedule_options(cfg, iters)
-    options += ['val_cfg=None', 'val_dataloader=None', 'val_evaluator=None']
+    if selection(cfg) == 'final':
+        options += ['val_cfg=None', 'val_dataloader=None', 'val_evaluator=None']
     return options, merged_config(config, options)
 
 
@@ -317,12 +353,41 @@ def final_checkpoint(work_dir: str, cfg: Config) -> str:
     return osp.join(work_dir, f'epoch_{loop.max_epochs}.pth')
 
 
+def best_checkpoint(work_dir: str) -> Optional[str]:
+    """The best-val checkpoint MMEngine's ``CheckpointHook(save_best=...)`` left in
+    ``work_dir`` (it keeps one), or ``None``.
+
+    Raises:
+        RuntimeError: more than one ``best_*.pth``.
+    """
+    found = sorted(glob.glob(osp.join(work_dir, 'best_*.pth')))
+    if len(found) > 1:
+        raise RuntimeError(f'{work_dir}: expected one best_*.pth, found {found}')
+    return found[0] if found else None
+
+
+def attention_shares(shares_json: str) -> Optional[Dict[str, float]]:
+    """The CLS -> prompt attention shares of ``visualize_attention.py --split`` at the last
+    layer it measured: ``dict(layer, positive, other)``, ``positive`` the mean share of the
+    CLS token's attention on its class's prompt, ``other`` the mean share per other prompt of
+    that layer; ``None`` when the layer has no positive prompt (no mapping)."""
+    with open(shares_json) as f:
+        means = next(iter(json.load(f).values()))
+    layer = max(means, key=int)
+    m = means[layer]
+    if m.get('positive') is None or m['num_prompts'] < 2:
+        return None
+    return dict(layer=int(layer), positive=float(m['positive']),
+                other=float(m['others']) / (m['num_prompts'] - 1))
+
+
 def run_one(method: str, config: str, overrides: Sequence[str], seed: int, work_dir: str,
             root: str, iters: Optional[int] = None, amp: bool = False, tta: bool = True,
             threads: Optional[int] = 1, log: Callable[[str], None] = print) -> dict:
     """Train and test one (method, seed) in ``{work_dir}/{method}/seed{seed}``, or read its
-    :data:`RESULT_FILE` when it finished before; a run whose final checkpoint exists is only
-    tested.
+    :data:`RESULT_FILE` when it finished before; a run whose checkpoint (final, or best-val:
+    :func:`selection`) exists is only tested. A guided MMPretrain model also gets its CLS ->
+    prompt attention shares on the val split (:func:`attention_shares`).
 
     Args:
         method: its name.
@@ -337,9 +402,10 @@ def run_one(method: str, config: str, overrides: Sequence[str], seed: int, work_
         threads: OpenMP/MKL threads of the processes (``None``: their defaults).
 
     Returns:
-        The run result: ``method``, ``seed``, ``config``, ``cfg_options``, ``checkpoint``,
-        ``metric``, ``metrics`` ({``'ss'``/``'tta'``: value}), ``train_seconds``,
-        ``seconds_per_step``, ``tunable_params``.
+        The run result: ``method``, ``seed``, ``config``, ``cfg_options``, ``selection``,
+        ``checkpoint``, ``metric``, ``metrics`` ({``'ss'``/``'tta'``: test value, ``'val'``: the
+        best val value of a val-selected run}), ``attention`` (:func:`attention_shares` or
+        ``None``), ``train_seconds``, ``seconds_per_step``, ``tunable_params``.
     """
     run_dir = osp.join(work_dir, method, f'seed{seed}')
     result_path = osp.join(run_dir, RESULT_FILE)
@@ -362,13 +428,25 @@ def run_one(method: str, config: str, overrides: Sequence[str], seed: int, work_
         raise ValueError(f'{config}: default_scope {scope!r} is not one of {sorted(METRICS)}')
     os.makedirs(osp.join(root, run_dir), exist_ok=True)
     py = sys.executable
-    ckpt = final_checkpoint(run_dir, cfg)
+    select = selection(cfg)
+
+    def checkpoint() -> Optional[str]:
+        if select == 'val':
+            return best_checkpoint(osp.join(root, run_dir))
+        path = final_checkpoint(run_dir, cfg)
+        return path if osp.isfile(osp.join(root, path)) else None
+
+    ckpt = checkpoint()
     train_seconds = None
-    if not osp.isfile(osp.join(root, ckpt)):
+    if ckpt is None:
         log(f'[compare] {method} seed {seed}: training in {run_dir}')
         train_seconds = run_command(
             [py, 'tools/train.py', config, '--work-dir', run_dir, *(['--amp'] if amp else []),
              '--cfg-options', *options], osp.join(root, run_dir, 'train.out'), threads, root)
+        ckpt = checkpoint()
+        if ckpt is None:
+            raise RuntimeError(f'{run_dir}: the training left no '
+                               f'{"best_*.pth" if select == "val" else "final"} checkpoint')
     modes = [('ss', [])] + ([('tta', ['--tta'])] if scope == 'mmseg' and tta else [])
     test_options = options + (['test_cfg.fp16=True'] if amp else [])
     metrics = {}
@@ -378,16 +456,31 @@ def run_one(method: str, config: str, overrides: Sequence[str], seed: int, work_
                      '--cfg-options', *test_options],
                     osp.join(root, run_dir, f'test_{mode}.out'), threads, root)
         metrics[mode] = float(read_test_metrics(osp.join(root, test_dir))[METRICS[scope]])
+    best = workdir.best_val(workdir.train_scalars(osp.join(root, run_dir)),
+                            metric=METRICS[scope])[0] if select == 'val' else None
+    if best is not None:
+        metrics['val'] = best
+    attention = None
+    if scope == 'mmpretrain' and cfg.model.get('guidance') is not None and select == 'val':
+        out_dir = osp.join(run_dir, ATTENTION_DIR)
+        layers = [str(i) for i in cfg.model.backbone.get('guided_layers', (-1, ))]
+        run_command([py, 'tools/analysis/visualize_attention.py',
+                     workdir.find_config(osp.join(root, run_dir)), ckpt, '--split', 'val',
+                     '--layers', *layers, '--out', out_dir, '--device', 'cpu'],
+                    osp.join(root, run_dir, 'attention.out'), threads, root)
+        attention = attention_shares(osp.join(root, out_dir, 'attention_shares.json'))
     result = dict(method=method, seed=seed, config=config, cfg_options=options,
-                  config_digest=digest, checkpoint=ckpt, metric=METRICS[scope], metrics=metrics,
+                  config_digest=digest, selection=select, checkpoint=ckpt,
+                  metric=METRICS[scope], metrics=metrics, attention=attention,
                   train_seconds=train_seconds,
                   seconds_per_step=seconds_per_step(osp.join(root, run_dir)),
                   tunable_params=count_config_tunable(
                       cfg.model, scope=cfg.get('default_scope', 'mmpretrain')))
     with open(osp.join(root, result_path), 'w') as f:
         json.dump(result, f, indent=2)
+    labels = metric_labels(METRICS[scope])
     log(f'[compare] {method} seed {seed}: ' + ', '.join(
-        f'{MODE_LABELS.get(k, k)} {v:.2f}' for k, v in metrics.items()))
+        f'{labels.get(k, k)} {v:.2f}' for k, v in metrics.items()))
     return result
 
 
@@ -434,13 +527,40 @@ def run_comparison(methods: Dict[str, Tuple[str, Sequence[str]]], seeds: Sequenc
         raise RuntimeError(f'every run failed: {failed}')
     keys = list(dict.fromkeys(k for r in runs for k in r['metrics']))
     summary = summarize(runs, keys, baseline)
-    table = format_summary(summary, keys, MODE_LABELS, baseline)
+    labels = metric_labels(runs[0]['metric'])
+    table = format_summary(summary, keys, labels, baseline)
     plot_path = osp.join(root, work_dir, 'compare.png')
     why_not = plot_runs(runs, keys, plot_path,
-                        {k: f'{runs[0]["metric"]} {MODE_LABELS.get(k, k)}' for k in keys})
+                        {k: f'{runs[0]["metric"]} {labels.get(k, k)}' for k in keys})
     out = dict(metric=runs[0]['metric'], seeds=list(seeds), baseline=baseline,
                summary=summary, runs=runs, failed=failed, table=table,
                plot=why_not or plot_path)
     with open(osp.join(root, work_dir, 'compare.json'), 'w') as f:
         json.dump(out, f, indent=2)
     return out
+
+
+def verdict(summary: Dict[str, dict], method: str, baseline: str, key: str = 'ss',
+            what: str = 'test accuracy', confidence: float = 0.95) -> str:
+    """One sentence, from the numbers only, on whether ``method`` beat ``baseline`` in
+    :func:`summarize`'s output: the means over seeds, the paired difference and its interval,
+    and what the interval allows one to say (above 0: helped; below 0: hurt; containing 0:
+    these seeds cannot tell)."""
+    entry, base = summary[method], summary[baseline]
+    stat, base_stat = entry[key], base[key]
+    diff = stat.get('diff')
+    if diff is None:
+        raise ValueError(f'{method} has no paired difference to {baseline} for {key!r}')
+    level = f'{confidence:.0%}'
+    seeds = diff['n']
+    numbers = (f'{method} {stat["mean"]:.2f} vs {baseline} {base_stat["mean"]:.2f} {what} '
+               f'(mean of {seeds} seeds); paired difference {diff["mean"]:+.2f}')
+    if seeds < 2 or math.isnan(diff['low']):
+        return f'{numbers}: one seed, no interval, no conclusion.'
+    numbers += f', {level} t interval [{diff["low"]:+.2f}, {diff["high"]:+.2f}]'
+    if diff['low'] > 0:
+        return f'{numbers}: {method} helped here.'
+    if diff['high'] < 0:
+        return f'{numbers}: {method} did worse here.'
+    return (f'{numbers}: the interval contains 0, so these seeds do not show that {method} '
+            f'helped or hurt here.')

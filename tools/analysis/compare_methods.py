@@ -5,8 +5,10 @@
         [--baseline NAME] [--amp] [--work-dir work_dirs/compare]
 
 Paths are relative to the current directory (configs not found there: to the repository root).
-A method is a config (named by its file stem, or ``NAME=CONFIG``) or a variant: the first config
-with ``--cfg-options``-style overrides (``--variant no-bg model.guidance.ignore_classes="(0,)"``).
+A method is a config (named by its file stem, or ``NAME=CONFIG``) or a variant: a config with
+``--cfg-options``-style overrides, the first config (or ``--base``) unless the variant names its
+own (``--variant no-bg model.guidance.ignore_classes="(0,)"``, ``--variant paper CONFIG
+model.guidance.loss_xp.sample_side=mhsa``).
 For every (method, seed) the script (``mmdavpt.analysis.compare.run_one``)
 
 1. trains with ``tools/train.py`` (``randomness.seed`` = the seed, and the mapping seed
@@ -35,9 +37,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('configs', nargs='*', help='configs, as PATH or NAME=PATH')
     parser.add_argument('--variant', nargs='+', action='append', default=[],
-                        metavar=('NAME', 'KEY=VALUE'),
-                        help='a method: the first config (or --base) with these overrides '
-                        '(repeatable)')
+                        metavar=('NAME', '[CONFIG] KEY=VALUE'),
+                        help='a method: CONFIG (default: the first config, or --base) with these '
+                        'overrides (repeatable)')
     parser.add_argument('--base', help='the config the variants modify, itself not a method '
                         '(default: the first config)')
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
@@ -74,17 +76,20 @@ def parse_methods(configs: Sequence[str], variants: Sequence[Sequence[str]],
         if name in methods:
             raise SystemExit(f'method name {name!r} given twice')
         methods[name] = (_find(path, root), [])
-    if base is None and variants and not methods:
-        raise SystemExit('--variant needs a config to modify: give one, or --base')
     first = _find(base, root) if base is not None else (
         next(iter(methods.values()))[0] if methods else None)
     for name, *options in variants:
+        config = first
+        if options and '=' not in options[0]:
+            config, options = _find(options[0], root), options[1:]
+        if config is None:
+            raise SystemExit(f'--variant {name} needs a config to modify: give one, or --base')
         bad = [o for o in options if '=' not in o]
         if bad:
             raise SystemExit(f'--variant {name}: overrides must be key=value, got {bad}')
         if name in methods:
             raise SystemExit(f'method name {name!r} given twice')
-        methods[name] = (first, options)
+        methods[name] = (config, options)
     if not methods:
         raise SystemExit('no method: give configs or --variant')
     return methods

@@ -47,7 +47,7 @@ model = dict(
         init_cfg=dict(type='Pretrained', checkpoint='checkpoints/vit-s14_imgfocus.pth')),
     head=dict(num_classes=10, in_channels=384))
 
-max_epochs = 5
+max_epochs = 4
 optim_wrapper = dict(optimizer=dict(lr=5e-3, weight_decay=1e-4))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=1,

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The classification evidence of docs/evidence.md (issue 16), end to end; each step resumes.
+#
+#   bash tools/analysis/evidence_cls.sh [search|compare|all]    (default: all)
+#
+# 1. search: equal budgets on digit-pairs (45 classes, M = 5 < C), seed 0, val only (the test
+#    split is never read): 6 Optuna trials for VPT-Deep's learning rate and weight decay, 6 for
+#    DA-VPT's beta, lambda, M, loss sharpness (temperature) and sample side, same pruner.
+# 2. compare: on Animal-MNIST, digits and digit-pairs, seeds 0-2, the methods below through
+#    tools/analysis/compare_methods.py (train, validate every epoch, test the best-val checkpoint
+#    once, CLS attention shares on val); work_dirs/evidence/{task}/compare.json.
+# The searched values are written below as the search printed them (its *_best.py configs).
+# About 2 hours on 2 idle CPU cores (docs/evidence.md).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PY:-.venv/bin/python}
+STEP=${1:-all}
+C=configs/demo/vit-s14-imgfocus
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONWARNINGS=ignore
+$PY tools/prepare_demo_data.py --tasks animal-mnist,digits,digit-pairs
+
+if [[ $STEP == search || $STEP == all ]]; then
+  # The two studies run side by side (one thread each); the second starts after the first has
+  # created the shared database (two processes creating one SQLite file at once collide).
+  $PY tools/search.py ${C}_vpt-deep_digit-pairs-56px.py --trials 6 \
+    --space "lr=loguniform:1e-3:3e-2" "wd=loguniform:1e-6:1e-1" \
+    --storage sqlite:///work_dirs/evidence/search.db --study-name vpt-deep_digit-pairs \
+    --work-dir work_dirs/evidence/search_vpt-deep_digit-pairs --seed 0 &
+  sleep 30
+  $PY tools/search.py ${C}_davpt_digit-pairs-56px.py --trials 6 \
+    --space "beta=loguniform:0.001:0.1" "lam=loguniform:0.001:0.1" \
+    "num_guided_prompts=choice:5,10,20" \
+    "model.guidance.loss_xp.temperature=choice:0.03125,0.00625" \
+    "model.guidance.loss_xp.sample_side=choice:mhsa,mhsa_proj" \
+    --storage sqlite:///work_dirs/evidence/search.db --study-name davpt_digit-pairs_v2 \
+    --work-dir work_dirs/evidence/search_davpt_digit-pairs --seed 0
+  wait
+fi
+
+# What the searches chose (best val trial of each study).
+VPT_OPT=(optim_wrapper.optimizer.lr=0.0064664227174145595
+         optim_wrapper.optimizer.weight_decay=0.0037665768415992965)
+BEST_OPT=(@BEST@)
+
+if [[ $STEP == compare || $STEP == all ]]; then
+  for task in animal-mnist digits digit-pairs; do
+    $PY tools/analysis/compare_methods.py \
+      --variant VPT-Deep ${C}_vpt-deep_${task}-56px.py "${VPT_OPT[@]}" \
+      --variant VPT-Deep+biases ${C}_vpt-deep-plus_${task}-56px.py "${VPT_OPT[@]}" \
+      --variant DA-VPT-paper ${C}_davpt_${task}-56px.py model.guidance.loss_xp.sample_side=mhsa \
+      --variant DA-VPT+-paper ${C}_davpt-plus_${task}-56px.py \
+        model.guidance.loss_xp.sample_side=mhsa \
+      --variant DA-VPT+-official ${C}_davpt-plus-official_${task}-56px.py \
+      --variant DA-VPT-best ${C}_davpt_${task}-56px.py "${BEST_OPT[@]}" \
+      --baseline VPT-Deep --seeds 0 1 2 --jobs 2 --work-dir work_dirs/evidence/${task}
+  done
+fi
