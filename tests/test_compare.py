@@ -252,3 +252,21 @@ def test_compare_methods_cli_parses_configs_and_variants():
         tool.parse_methods([f'vpt={vpt}'], [['vpt', 'a=1']], root=ROOT)
     with pytest.raises(SystemExit, match='not found'):
         tool.parse_methods([], [['x', 'missing.py', 'a=1']], root=ROOT)
+
+
+def test_pool_comparisons_pairs_over_files_and_seeds(tmp_path):
+    from mmdavpt.analysis.compare import pool_comparisons
+    paths = []
+    for task, shift in (('a', 0.0), ('b', 10.0)):
+        runs = [dict(r, metrics=dict(ss=r['metrics']['ss'] + shift)) for r in _runs()]
+        path = tmp_path / f'{task}.json'
+        path.write_text(json.dumps(dict(metric='accuracy/top1', runs=runs)))
+        paths.append(str(path))
+    out = pool_comparisons(paths, baseline='VPT')
+    diff = out['summary']['DA-VPT']['ss']['diff']
+    assert diff['n'] == 6 and diff['mean'] == pytest.approx(2.0)  # +2, +3, +1 in both files
+    assert out['summary']['VPT']['seeds'] == [0, 1, 2, 1000, 1001, 1002]
+    assert '| DA-VPT |' in out['table'] and 'test - VPT' in out['table']
+    (tmp_path / 'seg.json').write_text(json.dumps(dict(metric='mIoU', runs=_runs())))
+    with pytest.raises(ValueError, match='compares mIoU'):
+        pool_comparisons(paths + [str(tmp_path / 'seg.json')])

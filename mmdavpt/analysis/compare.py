@@ -564,3 +564,29 @@ def verdict(summary: Dict[str, dict], method: str, baseline: str, key: str = 'ss
         return f'{numbers}: {method} did worse here.'
     return (f'{numbers}: the interval contains 0, so these seeds do not show that {method} '
             f'helped or hurt here.')
+
+
+def pool_comparisons(paths: Sequence[str], baseline: Optional[str] = None,
+                     confidence: float = 0.95) -> dict:
+    """Pool the runs of several ``compare.json`` files (e.g. one per task) into one summary:
+    each (file, seed) is one pair, so the paired difference is taken over tasks and seeds.
+    Methods missing from a file just have fewer pairs there.
+
+    Returns:
+        ``dict(metric, sources, summary, table)`` as :func:`run_comparison`'s, the seeds of the
+        summary numbered ``1000 * file index + seed``.
+    """
+    runs, metric = [], None
+    for i, path in enumerate(paths):
+        with open(path) as f:
+            data = json.load(f)
+        if metric is not None and data['metric'] != metric:
+            raise ValueError(f'{path} compares {data["metric"]}, the others {metric}')
+        metric = data['metric']
+        runs += [dict(run, seed=1000 * i + int(run['seed'])) for run in data['runs']]
+    if not runs:
+        raise ValueError(f'no runs in {list(paths)}')
+    keys = list(dict.fromkeys(k for r in runs for k in r['metrics']))
+    summary = summarize(runs, keys, baseline, confidence)
+    return dict(metric=metric, sources=list(paths), summary=summary,
+                table=format_summary(summary, keys, metric_labels(metric), baseline, confidence))

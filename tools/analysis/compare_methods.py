@@ -23,12 +23,15 @@ Up to ``--jobs`` runs go side by side, each a process with ``--threads`` threads
 At the end it prints per method the mean ± std over the seeds, the paired difference to
 ``--baseline`` with its 95 % t interval over the seeds both have, the tunable parameters and the
 training s/step, and writes ``{work_dir}/compare.json`` and ``{work_dir}/compare.png``.
+
+``--pool A/compare.json B/compare.json --baseline NAME`` trains nothing: it pools finished
+comparisons (e.g. one per task) into one table whose pairs are the (comparison, seed) pairs.
 """
 import argparse
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from mmdavpt.analysis.compare import run_comparison
+from mmdavpt.analysis.compare import pool_comparisons, run_comparison
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -51,6 +54,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--jobs', type=int, default=1, help='runs side by side')
     parser.add_argument('--threads', type=int, default=1, help='threads per run')
     parser.add_argument('--work-dir', default=osp.join('work_dirs', 'compare'))
+    parser.add_argument('--pool', nargs='+', metavar='COMPARE_JSON',
+                        help='train nothing: pool the runs of these compare.json files (e.g. '
+                        'one per task) and print one table, each (file, seed) a pair')
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.threads < 1:
         parser.error('--jobs and --threads must be >= 1')
@@ -97,6 +103,11 @@ def parse_methods(configs: Sequence[str], variants: Sequence[Sequence[str]],
 
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
+    if args.pool:
+        out = pool_comparisons(args.pool, args.baseline)
+        print(f'{out["metric"]}, pooled over {len(args.pool)} comparisons x their seeds')
+        print(out['table'])
+        return out
     methods = parse_methods(args.configs, args.variant, args.base)
     if args.baseline is not None and args.baseline not in methods:
         raise SystemExit(f'--baseline {args.baseline!r} is not a method: {list(methods)}')

@@ -2,6 +2,7 @@
 # The classification evidence of docs/evidence.md (issue 16), end to end; each step resumes.
 #
 #   bash tools/analysis/evidence_cls.sh [search|compare|all]    (default: all)
+#   TASKS="digits" SEEDS="0 1" JOBS=1 bash tools/analysis/evidence_cls.sh compare  # a part of it
 #
 # 1. search: equal budgets on digit-pairs (45 classes, M = 5 < C), seed 0, val only (the test
 #    split is never read): 6 Optuna trials for VPT-Deep's learning rate and weight decay, 6 for
@@ -40,10 +41,13 @@ fi
 # What the searches chose (best val trial of each study).
 VPT_OPT=(optim_wrapper.optimizer.lr=0.0064664227174145595
          optim_wrapper.optimizer.weight_decay=0.0037665768415992965)
-BEST_OPT=(@BEST@)
+BEST_OPT=(model.guidance.loss_xp.loss_weight=0.016756813861488494
+          model.guidance.loss_pcls.loss_weight=0.017134364197119667
+          model.backbone.num_guided_prompts=5 model.guidance.loss_xp.temperature=0.00625
+          model.guidance.loss_xp.sample_side=mhsa_proj)
 
 if [[ $STEP == compare || $STEP == all ]]; then
-  for task in animal-mnist digits digit-pairs; do
+  for task in ${TASKS:-animal-mnist digits digit-pairs}; do
     $PY tools/analysis/compare_methods.py \
       --variant VPT-Deep ${C}_vpt-deep_${task}-56px.py "${VPT_OPT[@]}" \
       --variant VPT-Deep+biases ${C}_vpt-deep-plus_${task}-56px.py "${VPT_OPT[@]}" \
@@ -52,6 +56,6 @@ if [[ $STEP == compare || $STEP == all ]]; then
         model.guidance.loss_xp.sample_side=mhsa \
       --variant DA-VPT+-official ${C}_davpt-plus-official_${task}-56px.py \
       --variant DA-VPT-best ${C}_davpt_${task}-56px.py "${BEST_OPT[@]}" \
-      --baseline VPT-Deep --seeds 0 1 2 --jobs 2 --work-dir work_dirs/evidence/${task}
+      --baseline VPT-Deep --seeds ${SEEDS:-0 1 2} --jobs ${JOBS:-2} --work-dir work_dirs/evidence/${task}
   done
 fi
