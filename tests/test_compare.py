@@ -9,6 +9,7 @@ from scipy import stats
 
 from mmdavpt.analysis.compare import (
     RESULT_FILE,
+    TRAINED_FILE,
     attention_shares,
     best_checkpoint,
     format_summary,
@@ -22,6 +23,7 @@ from mmdavpt.analysis.compare import (
     seconds_per_step,
     selection,
     summarize,
+    trained_checkpoint,
     verdict,
 )
 
@@ -176,6 +178,21 @@ def test_best_checkpoint(tmp_path):
     (tmp_path / 'best_accuracy_top1_epoch_4.pth').write_bytes(b'')
     with pytest.raises(RuntimeError, match='expected one best'):
         best_checkpoint(str(tmp_path))
+
+
+def test_an_interrupted_training_is_not_tested(tmp_path):
+    """A best-val checkpoint appears after the first validation: it is tested only once the
+    training ended; the final checkpoint only exists at the end."""
+    _, cls_cfg = run_options(CLS_DEMO, [], 0)
+    (tmp_path / 'best_accuracy_top1_epoch_2.pth').write_bytes(b'')
+    assert trained_checkpoint(str(tmp_path), cls_cfg) is None
+    (tmp_path / TRAINED_FILE).write_text('1 s\n')
+    assert trained_checkpoint(str(tmp_path), cls_cfg) == str(
+        tmp_path / 'best_accuracy_top1_epoch_2.pth')
+    _, seg_cfg = run_options(DEMO, [], 0, 10)
+    assert trained_checkpoint(str(tmp_path), seg_cfg) is None
+    (tmp_path / 'iter_10.pth').write_bytes(b'')
+    assert trained_checkpoint(str(tmp_path), seg_cfg) == str(tmp_path / 'iter_10.pth')
 
 
 def test_attention_shares_last_layer_per_other_prompt(tmp_path):

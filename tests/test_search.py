@@ -126,3 +126,27 @@ def test_a_diverging_trial_counts_as_pruned(tmp_path):
     study.optimize(objective, n_trials=2)  # the study goes on after it
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 2
     assert 'non-finite' in study.trials[0].user_attrs['pruned_reason']
+
+
+def test_storage_opens_again_when_another_search_created_it_at_the_same_time(tmp_path,
+                                                                              monkeypatch):
+    """Two searches starting together on a new SQLite file: the loser's schema insert fails with
+    an IntegrityError; it opens the (now complete) database again instead of crashing."""
+    import optuna
+    from sqlalchemy.exc import IntegrityError
+
+    from mmdavpt.search.study import open_storage
+    real = optuna.storages.RDBStorage
+    calls = []
+
+    def racing(url, **kwargs):
+        calls.append(url)
+        if len(calls) == 1:
+            real(url, **kwargs)  # the other process wins the race...
+            raise IntegrityError('INSERT INTO alembic_version', {}, Exception('UNIQUE'))
+        return real(url, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, 'RDBStorage', racing)
+    url = f'sqlite:///{tmp_path}/search.db'
+    storage = open_storage(url, heartbeat=None)
+    assert len(calls) == 2 and storage.get_all_studies() == []

@@ -37,6 +37,9 @@ METRICS = {'mmseg': 'mIoU', 'mmpretrain': 'accuracy/top1'}
 #: Names of the keys of a run's ``metrics``: the test modes and the best validation value.
 MODE_LABELS = {'ss': 'single-scale', 'tta': 'TTA', 'val': 'best val'}
 
+#: Written in a run's work dir when its ``tools/train.py`` ended without an error.
+TRAINED_FILE = 'train.done'
+
 #: Where the guided models' CLS attention shares are written in a run's work dir
 #: (``tools/analysis/visualize_attention.py --split val --out``).
 ATTENTION_DIR = 'attention'
@@ -366,6 +369,17 @@ def best_checkpoint(work_dir: str) -> Optional[str]:
     return found[0] if found else None
 
 
+def trained_checkpoint(run_dir: str, cfg: Config) -> Optional[str]:
+    """The checkpoint a finished training of ``cfg`` in ``run_dir`` is tested with
+    (:func:`selection`), or ``None`` when the training has not finished: a best-val checkpoint
+    counts only once :data:`TRAINED_FILE` says the training ended (an interrupted run leaves one
+    behind too), the final checkpoint exists only at the end."""
+    if selection(cfg) == 'val':
+        return best_checkpoint(run_dir) if osp.isfile(osp.join(run_dir, TRAINED_FILE)) else None
+    path = final_checkpoint(run_dir, cfg)
+    return path if osp.isfile(path) else None
+
+
 def attention_shares(shares_json: str) -> Optional[Dict[str, float]]:
     """The CLS -> prompt attention shares of ``visualize_attention.py --split`` at the last
     layer it measured: ``dict(layer, positive, other)``, ``positive`` the mean share of the
@@ -429,21 +443,16 @@ def run_one(method: str, config: str, overrides: Sequence[str], seed: int, work_
     os.makedirs(osp.join(root, run_dir), exist_ok=True)
     py = sys.executable
     select = selection(cfg)
-
-    def checkpoint() -> Optional[str]:
-        if select == 'val':
-            return best_checkpoint(osp.join(root, run_dir))
-        path = final_checkpoint(run_dir, cfg)
-        return path if osp.isfile(osp.join(root, path)) else None
-
-    ckpt = checkpoint()
+    ckpt = trained_checkpoint(osp.join(root, run_dir), cfg)
     train_seconds = None
     if ckpt is None:
         log(f'[compare] {method} seed {seed}: training in {run_dir}')
         train_seconds = run_command(
             [py, 'tools/train.py', config, '--work-dir', run_dir, *(['--amp'] if amp else []),
              '--cfg-options', *options], osp.join(root, run_dir, 'train.out'), threads, root)
-        ckpt = checkpoint()
+        with open(osp.join(root, run_dir, TRAINED_FILE), 'w') as f:
+            f.write(f'{train_seconds:.1f} s\n')
+        ckpt = trained_checkpoint(osp.join(root, run_dir), cfg)
         if ckpt is None:
             raise RuntimeError(f'{run_dir}: the training left no '
                                f'{"best_*.pth" if select == "val" else "final"} checkpoint')

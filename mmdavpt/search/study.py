@@ -11,6 +11,7 @@ command again continues it until it has ``n_trials`` finished trials.
 import copy
 import logging
 import os.path as osp
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
@@ -65,14 +66,20 @@ def open_storage(url: Optional[str], heartbeat: Optional[int] = 60):
     """
     if url is None:
         return None
-    if heartbeat is None:
-        return optuna.storages.RDBStorage(url)
+    kwargs = {} if heartbeat is None else dict(
+        heartbeat_interval=heartbeat,
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+            max_retry=1))
+    from sqlalchemy.exc import IntegrityError
     with warnings.catch_warnings():  # the heartbeat is an "experimental" Optuna feature
         warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=heartbeat,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=1))
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except IntegrityError:
+            # Two searches that start together on a new database both create its tables; the
+            # second one's insert of the schema version fails. The tables exist now: open again.
+            time.sleep(1.0)
+            return optuna.storages.RDBStorage(url, **kwargs)
 
 
 def trial_config(cfg: Config, overrides: Dict[str, object], work_dir: str,
