@@ -12,6 +12,7 @@ from mmdavpt.analysis.compare import (
     TRAINED_FILE,
     attention_shares,
     best_checkpoint,
+    config_digest,
     format_summary,
     mean_std,
     paired_t_interval,
@@ -153,6 +154,17 @@ def test_finished_run_is_read_back_not_rerun(tmp_path):
     (run_dir / RESULT_FILE).write_text(json.dumps(dict(done, config_digest='0' * 40)))
     with pytest.raises(ValueError, match='the config file changed'):
         run_one('DA-VPT', DEMO, [], 0, str(tmp_path), ROOT, iters=10)
+    # Options that spell out a value the config already has give the same merged config: the
+    # same run, read back.
+    digest = config_digest(run_options(DEMO, [], 0, 10)[1])
+    (run_dir / RESULT_FILE).write_text(json.dumps(dict(done, config_digest=digest)))
+    same = ['model.guidance.loss_xp.loss_weight=0.01']
+    assert run_options(DEMO, same, 0, 10)[1].model.guidance.loss_xp.loss_weight == 0.01
+    assert run_one('DA-VPT', DEMO, same, 0, str(tmp_path), ROOT, iters=10)['metrics'] == \
+        dict(ss=40.0)
+    with pytest.raises(ValueError, match='use another work dir'):
+        run_one('DA-VPT', DEMO, ['model.guidance.loss_xp.loss_weight=0.02'], 0, str(tmp_path),
+                ROOT, iters=10)
 
 
 CLS_DEMO = 'configs/demo/vit-s14-imgfocus_davpt_animal-mnist-56px.py'

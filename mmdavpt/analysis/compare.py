@@ -428,11 +428,14 @@ def run_one(method: str, config: str, overrides: Sequence[str], seed: int, work_
     if osp.isfile(result_path):
         with open(result_path) as f:
             result = json.load(f)
-        if (result['config'], result['cfg_options']) != (config, options):
+        # The same merged config is the same run, however its options are spelled.
+        same_options = (result['config'], result['cfg_options']) == (config, options)
+        stored = result.get('config_digest')
+        if not same_options and stored != digest:
             raise ValueError(f'{result_path} is a run of {result["config"]} with '
                              f'{result["cfg_options"]}, not of {config} with {options}: use '
                              'another work dir')
-        if result.get('config_digest', digest) != digest:
+        if stored is not None and stored != digest:
             raise ValueError(f'{result_path} is a run of another content of {config} (the '
                              'config file changed since): use another work dir')
         log(f'[compare] {method} seed {seed}: done before ({result_path})')
