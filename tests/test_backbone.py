@@ -157,9 +157,9 @@ def test_frozen_modules_stay_in_eval_mode():
 
 
 def _reference_attention_taps(model, x_in, layer_idx):
-    """Recompute the guided layer's query and key projections, the heads' concat (MHSA before
-    W_O) and the MHSA output after W_O independently of _layer_forward: softmax attention
-    written out head by head, the tuned bias offsets added to the qkv bias by hand."""
+    """Recompute the guided layer's query projection, the heads' concat (MHSA before W_O) and
+    the MHSA output after W_O independently of _layer_forward: softmax attention written out
+    head by head, the tuned bias offsets added to the qkv bias by hand."""
     layer = model.layers[layer_idx]
     h = layer.ln1(x_in)
     W, b = layer.attn.qkv.weight, layer.attn.qkv.bias
@@ -171,7 +171,7 @@ def _reference_attention_taps(model, x_in, layer_idx):
         qh, kh, vh = (t[..., j * 8:(j + 1) * 8] for t in (q, k, v))
         heads.append((qh @ kh.transpose(-1, -2) / 8**0.5).softmax(-1) @ vh)
     concat = torch.cat(heads, dim=-1)  # B x L x 32: Concat(H_1..H_4)
-    return q, k, concat, layer.attn.proj(concat)
+    return q, concat, layer.attn.proj(concat)
 
 
 def test_taps_are_the_query_projections_and_mhsa_output():
@@ -185,12 +185,11 @@ def test_taps_are_the_query_projections_and_mhsa_output():
     (x1, ), taps, final = model.forward_with_taps(x)  # x1: [CLS, 3 old prompts, patches]
     assert list(taps) == [2] and final.shape == (2, 1 + 2 + 16, 32)
     x_in = torch.cat([x1[:, :1], model.prompts[2].expand(2, -1, -1), x1[:, 4:]], dim=1)
-    q, k, concat, out = _reference_attention_taps(model, x_in, 2)
+    q, concat, out = _reference_attention_taps(model, x_in, 2)
     t = taps[2]
-    assert t.prompt_key.shape == t.prompt_query.shape == (2, 32)
+    assert t.prompt_query.shape == (2, 32)
     assert t.patch_mhsa.shape == t.patch_mhsa_proj.shape == (2, 16, 32)
     torch.testing.assert_close(t.prompt_query, q[0, 1:3], atol=1e-5, rtol=0)
-    torch.testing.assert_close(t.prompt_key, k[0, 1:3], atol=1e-5, rtol=0)
     torch.testing.assert_close(t.cls_query, q[:, 0], atol=1e-5, rtol=0)
     torch.testing.assert_close(t.patch_mhsa, concat[:, 3:], atol=1e-5, rtol=0)
     torch.testing.assert_close(t.patch_mhsa_proj, out[:, 3:], atol=1e-5, rtol=0)
@@ -200,21 +199,9 @@ def test_taps_are_the_query_projections_and_mhsa_output():
     torch.testing.assert_close(t.prompt_raw, model.prompts[2])
     torch.testing.assert_close(t.block_input, x1[:, 4:])
     # slices of the tensors the layer computes anyway: no copy
-    assert t.prompt_key.untyped_storage().data_ptr() == \
+    assert t.prompt_query.untyped_storage().data_ptr() == \
         t.cls_query.untyped_storage().data_ptr()  # the fused qkv output
     assert t.patch_mhsa._base is not None and t.patch_mhsa._base.numel() == 2 * (1 + 2 + 16) * 32
-
-
-def test_prompt_key_tap_is_the_prompts_key_projection_by_hand():
-    """prompt_key = LN(p) W_K + b_K (+ the tuned key bias offset), computed from the prompts."""
-    model = _randomise(build_model(tiny_backbone_cfg(bias_tuning=('k', ))))
-    model.train()
-    _, taps, _ = model.forward_with_taps(torch.randn(2, 3, 32, 32))
-    attn = model.layers[2].attn
-    assert attn.k_bias_delta.abs().min() > 0  # randomised: the offset is really in
-    want = (model.layers[2].ln1(model.prompts[2]) @ attn.qkv.weight[32:64].t()
-            + attn.qkv.bias[32:64] + attn.k_bias_delta)
-    torch.testing.assert_close(taps[2].prompt_key, want, atol=1e-5, rtol=0)
 
 
 def _module_state(model):
@@ -352,7 +339,7 @@ def test_in_place_prompt_insertion_equals_concatenation(kwargs, monkeypatch):
         if model.guided_layers:  # the taps of the guided layer take part in the loss too
             loss = loss + final.square().sum() + sum(
                 getattr(t, f).square().sum() for t in taps.values()
-                for f in ('prompt_query', 'prompt_key', 'cls_query', 'patch_mhsa',
+                for f in ('prompt_query', 'cls_query', 'patch_mhsa',
                           'patch_mhsa_proj', 'block_input'))
         loss.backward()
         model.eval()

@@ -149,7 +149,7 @@ def test_guidance_losses_of_half_precision_taps_are_float32():
     g = torch.Generator().manual_seed(1)
     B, N, M, D = 2, 9, 3, 16
     taps = GuidanceTaps(*(torch.randn(*s, generator=g).half() for s in
-                          ((M, D), (M, D), (M, D), (B, D), (B, N, D), (B, N, D), (B, N, D))))
+                          ((M, D), (M, D), (B, D), (B, N, D), (B, N, D), (B, N, D))))
     patch_prompt = torch.randint(-1, M, (B, N), generator=g)
     image_positive = torch.rand(B, M, generator=g) < 0.5
     with torch.autocast('cpu', dtype=torch.float16):

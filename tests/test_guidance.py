@@ -102,4 +102,4 @@ def test_distributed_gather_takes_only_what_the_losses_read(sample_side, field, 
     for name in ('cls_query', 'patch_mhsa', 'patch_mhsa_proj', 'block_input'):
         want = 4 if name in ('cls_query', field) else 2
         assert getattr(gathered, name).shape[0] == want, name
-    assert gathered.prompt_key is taps[2].prompt_key
+    assert gathered.prompt_query is taps[2].prompt_query

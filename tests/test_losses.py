@@ -10,9 +10,8 @@ from mmdavpt.models.losses import (
     prompt_anchor_loss,
     prompts_present,
 )
-from mmdavpt.registry import build_model
 
-from conftest import reference_loss, tiny_backbone_cfg
+from conftest import reference_loss
 
 
 @pytest.mark.parametrize('seed', [0, 1, 2])
@@ -72,10 +71,16 @@ def test_bad_shapes_raise():
         PatchPromptLoss(sample_side='attention_map')
 
 
+def test_cls_key_prompt_side_was_removed():
+    """prompt_side='key' was tried and removed (docs/evidence.md); the error names the rest."""
+    with pytest.raises(ValueError, match=r"ClsPromptLoss must be one of \('query', 'raw'\), "
+                                         r"got 'key'$"):
+        ClsPromptLoss(prompt_side='key')
+
+
 def _taps(B=2, N=5, M=3, D=8):
     g = torch.Generator().manual_seed(0)
     return GuidanceTaps(prompt_query=torch.randn(M, D, generator=g),
-                        prompt_key=torch.randn(M, D, generator=g),
                         prompt_raw=torch.randn(M, D, generator=g),
                         cls_query=torch.randn(B, D, generator=g),
                         patch_mhsa=torch.randn(B, N, D, generator=g),
@@ -129,26 +134,13 @@ def test_every_sample_side_matches_the_loop_reference(sample_side, field, pooled
 
 
 @pytest.mark.parametrize('prompt_side,field', [
-    ('query', 'prompt_query'), ('raw', 'prompt_raw'), ('key', 'prompt_key')])
+    ('query', 'prompt_query'), ('raw', 'prompt_raw')])
 def test_cls_prompt_sides_match_the_loop_reference(prompt_side, field):
     taps = _taps()
     present = torch.tensor([[True, True, False], [False, False, True]])
     want = 0.2 * reference_loss(taps.cls_query, getattr(taps, field), present, 0.1, 1 / 32)
     got = ClsPromptLoss(0.2, prompt_side=prompt_side)(taps, present)
     assert got.item() == pytest.approx(want, rel=1e-5)
-
-
-def test_cls_key_side_reaches_the_prompts_and_the_key_bias():
-    """prompt_side='key': the gradient flows through LN(p) W_K + b_K into the guided prompts and
-    the tuned key bias offset of the guided layer (which no other side can move)."""
-    model = build_model(tiny_backbone_cfg(bias_tuning=('k', ), num_guided_prompts=3))
-    model.train()
-    _, taps, _ = model.forward_with_taps(torch.randn(2, 3, 32, 32,
-                                                     generator=torch.Generator().manual_seed(0)))
-    present = torch.tensor([[True, False, False], [False, True, True]])
-    ClsPromptLoss(1.0, prompt_side='key')(taps[2], present).backward()
-    assert model.prompts[2].grad.abs().min() > 0
-    assert model.layers[2].attn.k_bias_delta.grad.abs().max() > 1e-4
 
 
 def test_batched_strided_samples_with_ignored_patches_equal_the_gathered_loss():

@@ -70,8 +70,7 @@ def test_segmentor_leaves_ignored_classes_out_of_losses_and_mapping():
 def test_detach_samples_stops_the_gradient_at_the_samples():
     g = torch.Generator().manual_seed(0)
     taps = GuidanceTaps(*(torch.randn(*shape, generator=g).requires_grad_()
-                          for shape in [(3, 8), (3, 8), (3, 8), (2, 8), (2, 5, 8), (2, 5, 8),
-                                        (2, 5, 8)]))
+                          for shape in [(3, 8), (3, 8), (2, 8), (2, 5, 8), (2, 5, 8), (2, 5, 8)]))
     patch_prompt = torch.tensor([[0, 0, 1, -1, 1], [2, 2, 2, 2, -1]])
     attached = PatchPromptLoss(1.0)(taps, patch_prompt)
     detached = PatchPromptLoss(1.0, detach_samples=True)(taps, patch_prompt)

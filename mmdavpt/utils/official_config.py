@@ -243,9 +243,8 @@ _PROMPT_SIDES = {'vpt': 'raw', 'query': 'query'}
 
 def _prompt_side(args: Dict[str, object], key: str) -> str:
     if args[key] not in _PROMPT_SIDES:
-        hint = ("; mmdavpt's ClsPromptLoss(prompt_side='key') (the prompts' key projection) is "
-                'an experiment the translation does not map to: translate with another value '
-                'and set it in the written config by hand' if key == 'vpt_type_for_cls_ml'
+        hint = ("; mmdavpt has no key prompt side (ClsPromptLoss(prompt_side='key') was tried "
+                'and removed: see docs/evidence.md)' if key == 'vpt_type_for_cls_ml'
                 and args[key] == 'key' else '')
         raise ValueError(f'{key}={args[key]!r}: not translated (only {sorted(_PROMPT_SIDES)})'
                          f'{hint}')

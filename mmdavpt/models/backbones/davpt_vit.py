@@ -37,8 +37,6 @@ class GuidanceTaps:
 
     Attributes:
         prompt_query: M x D, the prompts' query projection ``LN(p) W_Q + b_Q``.
-        prompt_key: M x D, the prompts' key projection ``LN(p) W_K + b_K`` (with any tuned
-            key bias offset).
         prompt_raw: M x D, the prompt parameters as inserted (after prompt dropout).
         cls_query: B x D, the CLS token's query projection.
         patch_mhsa: B x N x D, the multi-head self-attention output of the patch tokens as the
@@ -49,7 +47,6 @@ class GuidanceTaps:
         block_input: B x N x D, the block's input patch tokens (the official code's samples).
     """
     prompt_query: Tensor
-    prompt_key: Tensor
     prompt_raw: Tensor
     cls_query: Tensor
     patch_mhsa: Tensor
@@ -232,7 +229,6 @@ class DAVPTViT(VisionTransformer):
             q_tokens = qkv[..., :D]  # B x L x D, heads concatenated as in W_Q
             taps = GuidanceTaps(
                 prompt_query=q_tokens[0, 1:num_prefix],
-                prompt_key=qkv[0, 1:num_prefix, D:2 * D],
                 prompt_raw=x[0, 1:num_prefix],
                 cls_query=q_tokens[:, 0],
                 patch_mhsa=heads_out[:, num_prefix:],

@@ -99,10 +99,8 @@ class _PromptMetricLoss(nn.Module):
                  prompt_side: str = 'query', positive_norm: str = 'present') -> None:
         super().__init__()
         if prompt_side not in self.PROMPT_TAPS:
-            hint = (" ('key' is an option of ClsPromptLoss only)" if prompt_side == 'key'
-                    else '')
             raise ValueError(f'prompt_side of {type(self).__name__} must be one of '
-                             f'{tuple(self.PROMPT_TAPS)}, got {prompt_side!r}{hint}')
+                             f'{tuple(self.PROMPT_TAPS)}, got {prompt_side!r}')
         if temperature <= 0:
             raise ValueError(f'temperature must be > 0, got {temperature}')
         if positive_norm not in POSITIVE_NORMS:
@@ -196,15 +194,9 @@ class ClsPromptLoss(_PromptMetricLoss):
 
     Args:
         loss_weight: lambda of the paper.
-        prompt_side: ``'query'`` (paper, default), ``'raw'`` (official code), or ``'key'``
-            (experiment): the prompts' key projection ``LN(p) W_K + b_K``. The attention logit
-            of the CLS token to prompt p is ``q_cls . k_p``, so this side acts on that logit,
-            the "bridge" the paper credits the loss with; it is the one side through which the
-            key bias (``bias_tuning`` 'k') gets a gradient.
+        prompt_side: ``'query'`` (paper, default) or ``'raw'`` (official code).
         margin, temperature, positive_norm: see :class:`PatchPromptLoss`.
     """
-
-    PROMPT_TAPS = {**_PromptMetricLoss.PROMPT_TAPS, 'key': 'prompt_key'}
 
     def __init__(self, loss_weight: float = 0.1, **kwargs) -> None:
         super().__init__(loss_weight, **kwargs)
