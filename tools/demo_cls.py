@@ -19,7 +19,7 @@
    them into the README's generated block.
 
 A finished (method, seed) is not run again (same work dir, same config). No network, no GPU:
-about 15 minutes on 2 idle CPU cores with the defaults (docs/classification.md).
+about 16 minutes on 2 idle CPU cores with the defaults (docs/classification.md).
 """
 import argparse
 import os
@@ -97,7 +97,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
     py = sys.executable
     start = time.perf_counter()
-    log = osp.join(ROOT, args.work_dir, 'setup.out')
+    work_dir = osp.abspath(args.work_dir)
+    log = osp.join(work_dir, 'setup.out')
     os.makedirs(osp.dirname(log), exist_ok=True)
     run_command([py, 'tools/prepare_demo_data.py', '--out', 'data', '--tasks', args.task], log,
                 None, ROOT)
@@ -106,7 +107,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
                     log + '.convert', None, ROOT)
     methods = methods_of(args.task, args.methods)
     baseline = TITLES['vpt-deep'] if 'vpt-deep' in args.methods else None
-    out = run_comparison(methods, args.seeds, osp.abspath(args.work_dir), ROOT,
+    out = run_comparison(methods, args.seeds, work_dir, ROOT,
                          baseline=baseline, jobs=args.jobs, threads=1,
                          log=lambda line: print(line, flush=True))
     lines = verdicts(out['runs'], args.methods)
@@ -118,7 +119,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
         print(f'FAILED: {failed["method"]} seed {failed["seed"]}: {failed["error"]}')
     block = '\n'.join(f'- {line}' for line in lines)
     print(block)
-    with open(osp.join(ROOT, args.work_dir, 'verdict.md'), 'w') as f:
+    with open(osp.join(work_dir, 'verdict.md'), 'w') as f:
         f.write(block + '\n')
     if args.readme:
         with open(args.readme) as f:
