@@ -51,21 +51,17 @@ def metric_labels(metric: str) -> Dict[str, str]:
 
 
 def read_test_metrics(work_dir: str) -> Dict[str, float]:
-    """The metrics of the latest ``runner.test()`` in ``work_dir``.
-
-    MMEngine's ``LoggerHook`` writes them to ``{work_dir}/{timestamp}/{timestamp}.json`` as one
-    JSON object.
+    """The metrics of the latest ``runner.test()`` in ``work_dir``
+    (:func:`mmdavpt.utils.workdir.evaluation_runs`).
 
     Raises:
         FileNotFoundError: no test metrics in ``work_dir``.
     """
-    for run in reversed(workdir.run_dirs(work_dir)):
-        path = osp.join(run, f'{osp.basename(run)}.json')
-        if osp.isfile(path):
-            lines = workdir.read_json_lines(path)
-            if lines:
-                return lines[-1]
-    raise FileNotFoundError(f'no test metrics ({{timestamp}}/{{timestamp}}.json) under {work_dir}')
+    runs = workdir.evaluation_runs(work_dir)
+    if not runs:
+        raise FileNotFoundError(
+            f'no test metrics ({{timestamp}}/{{timestamp}}.json) under {work_dir}')
+    return runs[-1].metrics
 
 
 def seconds_per_step(work_dir: str) -> Optional[float]:
