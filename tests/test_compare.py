@@ -22,6 +22,7 @@ from mmdavpt.analysis.compare import (
     read_test_metrics,
     run_one,
     run_options,
+    run_process,
     schedule_options,
     seconds_per_step,
     selection,
@@ -282,6 +283,17 @@ def test_classification_run_is_tested_with_its_best_val_checkpoint(tmp_path):
          result['checkpoint'], '--split', 'val', '--layers', '-1', '--out',
          str(tmp_path / 'attention'), '--device', 'cpu')
     assert attention_shares(str(tmp_path / 'attention' / 'attention_shares.json')) == attention
+
+
+def test_a_failed_run_process_raises_with_its_log(tmp_path):
+    """The forked run's error (here: no such config) reaches the caller with its log's tail."""
+    log = tmp_path / 'run.out'
+    log.write_text('earlier output\n')
+    with pytest.raises(RuntimeError, match='failed') as e:
+        run_process(['no_such_config.py', '--work-dir', str(tmp_path / 'run')], str(log), 1,
+                    ROOT)
+    assert 'no_such_config.py' in str(e.value) and 'Error' in str(e.value)
+    assert log.read_text().startswith('earlier output\n')  # appended to, not overwritten
 
 
 def test_compare_methods_cli_parses_configs_and_variants():

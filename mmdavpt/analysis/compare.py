@@ -3,21 +3,21 @@
 
 A *run* is one (method, seed): a training as ``tools/train.py`` does it and tests as
 ``tools/test.py`` does them of the checkpoint it selects (:func:`selection`: the best-val
-checkpoint when the config keeps one, else the final one), all in one subprocess per run
-(:mod:`mmdavpt.analysis.run`, started by :func:`run_one`). Each run leaves a
-:data:`RESULT_FILE` in its work dir (the marker that it finished, so a rerun skips it);
-:func:`summarize` turns the runs into per-method mean ± std over seeds and the paired difference
-to a baseline with a t interval over seeds; :func:`run_comparison` does all of it.
+checkpoint when the config keeps one, else the final one), all in one process per run
+(:mod:`mmdavpt.analysis.run`, started by :func:`run_one` through :func:`run_process`). Each
+run leaves a :data:`RESULT_FILE` in its work dir (the marker that it finished, so a rerun skips
+it); :func:`summarize` turns the runs into per-method mean ± std over seeds and the paired
+difference to a baseline with a t interval over seeds; :func:`run_comparison` does all of it.
 """
 import argparse
 import glob
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import os.path as osp
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -334,21 +334,49 @@ def config_digest(cfg: Config) -> str:
     return hashlib.sha1(cfg.pretty_text.encode()).hexdigest()
 
 
-def run_command(cmd: List[str], log_path: str, threads: Optional[int], cwd: str,
-                mode: str = 'w') -> float:
+def run_command(cmd: List[str], log_path: str, threads: Optional[int], cwd: str) -> float:
     """Run ``cmd`` in ``cwd`` with ``threads`` OpenMP/MKL threads (``None``: the defaults) and
-    its output in ``log_path`` (opened with ``mode``: ``'a'`` appends); returns the wall time,
-    raises with the log's tail on failure."""
+    its output in ``log_path``; returns the wall time, raises with the log's tail on failure."""
     env = dict(os.environ, PYTHONWARNINGS='ignore')
     if threads is not None:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     start = time.perf_counter()
-    with open(log_path, mode) as log:
+    with open(log_path, 'w') as log:
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     if proc.returncode != 0:
         with open(log_path) as log:
             tail = ''.join(log.readlines()[-30:])
         raise RuntimeError(f'{" ".join(cmd)} failed ({proc.returncode}); see {log_path}:\n{tail}')
+    return time.perf_counter() - start
+
+
+#: What the fork server of :func:`run_process` imports once for all runs: the run module (the
+#: package, torch, MMEngine) and what the MMPretrain and MMSeg registries import when a runner is
+#: built in their scope.
+RUN_PRELOAD = ('mmdavpt.analysis.run', 'mmpretrain.datasets', 'mmpretrain.engine',
+               'mmpretrain.evaluation', 'mmpretrain.models', 'mmpretrain.visualization',
+               'mmseg.datasets', 'mmseg.engine', 'mmseg.evaluation', 'mmseg.models',
+               'mmseg.visualization')
+
+
+def run_process(argv: List[str], log_path: str, threads: Optional[int], cwd: str) -> float:
+    """``python -m mmdavpt.analysis.run ARGV`` in ``cwd`` with ``threads`` intra-op threads
+    (``None``: the default) and its output appended to ``log_path``, as a new process forked from
+    a server that imported :data:`RUN_PRELOAD` once (multiprocessing's ``forkserver``): each run
+    still gets a process of its own, without the ~7 s of imports that a fresh Python pays.
+    Returns the wall time; raises with the log's tail on failure."""
+    from mmdavpt.analysis.run import main_in_child
+    ctx = multiprocessing.get_context('forkserver')
+    ctx.set_forkserver_preload(list(RUN_PRELOAD))
+    start = time.perf_counter()
+    proc = ctx.Process(target=main_in_child, args=(argv, log_path, threads, cwd))
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0:
+        with open(log_path) as log:
+            tail = ''.join(log.readlines()[-30:])
+        raise RuntimeError(f'mmdavpt.analysis.run {" ".join(argv)} failed ({proc.exitcode}); '
+                           f'see {log_path}:\n{tail}')
     return time.perf_counter() - start
 
 
@@ -456,11 +484,10 @@ def run_one(method: str, config: str, overrides: Sequence[str], seed: int, work_
     layers = [str(i) for i in cfg.model.backbone.get('guided_layers', (-1, ))]
     log(f'[compare] {method} seed {seed}: '
         f'{"testing" if trained else "training"} in {run_dir}')
-    run_command([sys.executable, '-m', 'mmdavpt.analysis.run', config, '--work-dir', run_dir,
-                 *([] if trained else ['--train']), *(['--amp'] if amp else []),
-                 '--test', *modes, *(['--attention-layers', *layers] if attend else []),
-                 '--cfg-options', *options],
-                osp.join(root, run_dir, RUN_LOG), threads, root, mode='a')
+    run_process([config, '--work-dir', run_dir, *([] if trained else ['--train']),
+                 *(['--amp'] if amp else []), '--test', *modes,
+                 *(['--attention-layers', *layers] if attend else []), '--cfg-options', *options],
+                osp.join(root, run_dir, RUN_LOG), threads, root)
     train_seconds = None
     if not trained:
         with open(osp.join(root, run_dir, TRAINED_FILE)) as f:

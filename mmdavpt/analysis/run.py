@@ -15,10 +15,14 @@ training ended, the tests' metrics under ``RUN_DIR/test_{mode}`` and the attenti
 import argparse
 import gc
 import json
+import os
 import os.path as osp
+import sys
 import time
+import warnings
 from typing import Dict, List, Optional, Sequence
 
+import torch
 from mmengine.config import Config, DictAction
 
 import mmdavpt  # noqa: F401  registers mmdavpt's modules and the torch.load allowlist
@@ -118,6 +122,22 @@ def main(argv: Optional[List[str]] = None) -> None:
         test(args.config, args.cfg_options, checkpoint, args.work_dir, mode, args.amp)
     if args.attention_layers:
         measure_attention(args.work_dir, checkpoint, args.attention_layers)
+
+
+def main_in_child(argv: List[str], log_path: str, threads: Optional[int], cwd: str) -> None:
+    """:func:`main` as the target of a process forked by :func:`mmdavpt.analysis.compare.
+    run_process`: in ``cwd``, with ``threads`` intra-op threads (``None``: torch's default), its
+    output (Python's and the C libraries') appended to ``log_path``, warnings off."""
+    os.chdir(cwd)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    warnings.simplefilter('ignore')
+    with open(log_path, 'a') as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+    sys.stdout = open(1, 'w', buffering=1, closefd=False)
+    sys.stderr = open(2, 'w', buffering=1, closefd=False)
+    main(argv)
 
 
 if __name__ == '__main__':
