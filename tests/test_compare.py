@@ -2,6 +2,8 @@
 import json
 import math
 import os
+import subprocess
+import sys
 
 import pytest
 from mmengine.config import Config
@@ -20,6 +22,7 @@ from mmdavpt.analysis.compare import (
     read_test_metrics,
     run_one,
     run_options,
+    run_process,
     schedule_options,
     seconds_per_step,
     selection,
@@ -27,6 +30,7 @@ from mmdavpt.analysis.compare import (
     trained_checkpoint,
     verdict,
 )
+from mmdavpt.utils.workdir import find_config
 
 from conftest import write_tiny_config
 
@@ -258,8 +262,38 @@ def test_classification_run_is_tested_with_its_best_val_checkpoint(tmp_path):
     attention = result['attention']
     assert attention['layer'] == -1 or attention['layer'] >= 0
     assert 0 <= attention['positive'] <= 1 and 0 <= attention['other'] <= 1
+    run_dir = tmp_path / 'compare' / 'tiny' / 'seed0'
+    assert json.loads((run_dir / TRAINED_FILE).read_text())['train_seconds'] == \
+        result['train_seconds'] > 0
     assert run_one('tiny', config, [], 0, work_dir, ROOT) == json.loads(
-        (tmp_path / 'compare' / 'tiny' / 'seed0' / RESULT_FILE).read_text())
+        (run_dir / RESULT_FILE).read_text())
+
+    # The one-process run gives the numbers of the tools, each in its own process.
+    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', PYTHONWARNINGS='ignore')
+
+    def tool(*args):
+        proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+
+    tool('tools/test.py', config, result['checkpoint'], '--work-dir', str(tmp_path / 'test'),
+         '--cfg-options', *result['cfg_options'])
+    assert read_test_metrics(str(tmp_path / 'test'))['accuracy/top1'] == result['metrics']['ss']
+    tool('tools/analysis/visualize_attention.py', find_config(str(run_dir)),
+         result['checkpoint'], '--split', 'val', '--layers', '-1', '--out',
+         str(tmp_path / 'attention'), '--device', 'cpu')
+    assert attention_shares(str(tmp_path / 'attention' / 'attention_shares.json')) == attention
+
+
+def test_a_failed_run_process_raises_with_its_log(tmp_path):
+    """The forked run's error (here: no such config) reaches the caller with its log's tail."""
+    log = tmp_path / 'run.out'
+    log.write_text('earlier output\n')
+    with pytest.raises(RuntimeError, match='failed') as e:
+        run_process(['no_such_config.py', '--work-dir', str(tmp_path / 'run')], str(log), 1,
+                    ROOT)
+    assert 'no_such_config.py' in str(e.value) and 'Error' in str(e.value)
+    assert log.read_text().startswith('earlier output\n')  # appended to, not overwritten
 
 
 def test_compare_methods_cli_parses_configs_and_variants():

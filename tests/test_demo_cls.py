@@ -129,14 +129,14 @@ def test_readme_block_is_replaced_between_the_markers_only():
 
 
 def test_readme_verdict_is_the_one_generated_from_the_recorded_demo_run():
-    """README's sentence on whether DA-VPT helped is generated: it must be what
+    """README's table and sentence on whether DA-VPT helped are generated: they must be what
     ``tools/demo_cls.py`` makes of the numbers of the recorded run (its compare.json)."""
     import json
     demo = load_tool('tools/demo_cls.py')
     with open(ROOT / 'docs' / 'evidence' / 'demo_cls.json') as f:
         recorded = json.load(f)
-    block = '\n'.join(f'- {line}' for line in demo.verdicts(recorded['runs'],
-                                                            demo.DEFAULT_METHODS))
+    block = demo.readme_block(recorded['table'],
+                              demo.verdicts(recorded['runs'], demo.DEFAULT_METHODS))
     readme = (ROOT / 'README.md').read_text()
     assert demo.replace_block(readme, block) == readme
     assert len(recorded['runs']) == 12 and recorded['seeds'] == [0, 1, 2]

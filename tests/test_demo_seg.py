@@ -82,6 +82,15 @@ def test_train_then_test_single_and_multi_scale(assets, tmp_path):
         metrics = _metrics(test_dir)
         assert 0 <= metrics['mIoU'] <= 100 and 0 <= metrics['aAcc'] <= 100
 
+    # A comparison's run tests in one process (mmdavpt.analysis.run): the tools' numbers.
+    _run('-m', 'mmdavpt.analysis.run', CONFIG, '--work-dir', str(work_dir), '--amp', '--test',
+         'ss', 'tta', '--cfg-options', *data, 'test_dataloader.dataset.indices=2',
+         'train_cfg.max_iters=3')
+    for mode, tool_dir in (('ss', 'single'), ('tta', 'multi')):
+        ours, tools = _metrics(work_dir / f'test_{mode}'), _metrics(tmp_path / tool_dir)
+        assert {k: ours[k] for k in ('aAcc', 'mIoU', 'mAcc')} == \
+            {k: tools[k] for k in ('aAcc', 'mIoU', 'mAcc')}
+
 
 def test_demo_seg_compares_both_methods_over_seeds(monkeypatch, capsys):
     """The demo's defaults: VPT and DA-VPT, 3 seeds, 200 iterations, bf16, side by side, paired

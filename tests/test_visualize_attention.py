@@ -7,6 +7,7 @@ from mmengine.config import Config
 from mmpretrain.registry import MODELS
 
 import mmdavpt  # noqa: F401
+from mmdavpt.analysis import attention
 from mmdavpt.models import DAVPTViT
 
 from conftest import TINY_CLASSES, load_tool, tiny_backbone_cfg, write_tiny_config
@@ -27,7 +28,7 @@ def _backbone(**kwargs) -> DAVPTViT:
                                     dict(prompt_mode='shallow', num_guided_prompts=0)])
 def test_recomputed_attention_is_the_layers_softmax_qk(kwargs):
     backbone = _backbone(**kwargs)
-    recorder = va.AttentionRecorder(backbone, [0, -1])
+    recorder = attention.AttentionRecorder(backbone, [0, -1])
     captured = {}
 
     def keep(name):
@@ -61,7 +62,7 @@ def test_recomputed_attention_is_the_layers_softmax_qk(kwargs):
         assert tokens.shape[1] == P + 16
         torch.testing.assert_close(recorder.maps[i], reference[:, :, :P].mean(1))
         # and it is the attention the layer used: its rows times V are the fused SDPA output
-        rows = va.attention_rows(backbone, i, tokens, P)
+        rows = attention.attention_rows(backbone, i, tokens, P)
         sdpa = captured[f'proj.{i}'][0].reshape(2, -1, heads, D // heads).transpose(1, 2)
         torch.testing.assert_close(rows @ v, sdpa[:, :, :P], atol=1e-5, rtol=1e-4)
 
@@ -71,13 +72,13 @@ def test_cls_shares_split_the_cls_row():
     cls_rows = torch.tensor([[0.1, 0.3, 0.2, 0.4], [0.5, 0.1, 0.1, 0.3]])
     rows = torch.stack([cls_rows, cls_rows.flip(-1), cls_rows], dim=1)
     positive = torch.tensor([[False, True], [False, False]])
-    s = va.cls_shares(rows, positive)
+    s = attention.cls_shares(rows, positive)
     torch.testing.assert_close(s['positive'][:1], torch.tensor([0.2]))
     assert torch.isnan(s['positive'][1]) and torch.isnan(s['positive_is_top'][1])
     torch.testing.assert_close(s['others'], torch.tensor([0.3, 0.2]))
     torch.testing.assert_close(s['patches'], torch.tensor([0.4, 0.3]))
     assert s['positive_is_top'][0] == 0.  # prompt 0 (0.3) beats the positive prompt 1 (0.2)
-    none = va.cls_shares(rows, None)
+    none = attention.cls_shares(rows, None)
     torch.testing.assert_close(none['others'], torch.tensor([0.5, 0.2]))
 
 

@@ -13,18 +13,15 @@ import argparse
 from typing import List, Optional
 
 from mmengine.config import Config
-from mmengine.runner import find_latest_checkpoint
 
 import mmdavpt  # noqa: F401  registers mmdavpt's modules and the torch.load allowlist
-from mmdavpt.datasets.checks import check_datasets_not_empty
 from mmdavpt.utils.cli import (
     LATEST,
     add_common_args,
-    build_runner,
     merge_train_args,
     parse_common_args,
+    run_train,
 )
-from mmdavpt.utils.workdir import check_work_dir_owner, run_name
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -58,16 +55,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     cfg = merge_args(Config.fromfile(args.config), args)
-    if not (cfg.get('resume') and args.allow_config_change):
-        # a second config trained into this work dir would overwrite the first's checkpoints
-        check_work_dir_owner(cfg.work_dir, name=run_name(cfg))
-    runner = build_runner(cfg)
-    check_datasets_not_empty(cfg, ('train_dataloader', 'val_dataloader')
-                             if cfg.get('val_cfg') else ('train_dataloader', ))
-    if args.resume == 'auto' and find_latest_checkpoint(cfg.work_dir) is None:
-        runner.logger.warning(f'--resume auto: no checkpoint in the work dir {cfg.work_dir}; '
-                              f'training from scratch')
-    runner.train()
+    run_train(cfg, resume=args.resume, allow_config_change=args.allow_config_change)
 
 
 if __name__ == '__main__':

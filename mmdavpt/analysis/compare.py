@@ -1,22 +1,23 @@
 """Compare training recipes over seeds: what ``tools/analysis/compare_methods.py``,
 ``tools/demo_cls.py`` and ``tools/demo_seg.py`` run.
 
-A *run* is one (method, seed): a training with ``tools/train.py`` and tests with
-``tools/test.py`` of the checkpoint it selects (:func:`selection`: the best-val checkpoint when the
-config keeps one, else the final one), each a subprocess (:func:`run_one`). Each run leaves a
-:data:`RESULT_FILE` in its work dir (the marker that it finished, so a rerun skips it);
-:func:`summarize` turns the runs into per-method mean ± std over seeds and the paired difference
-to a baseline with a t interval over seeds; :func:`run_comparison` does all of it.
+A *run* is one (method, seed): a training as ``tools/train.py`` does it and tests as
+``tools/test.py`` does them of the checkpoint it selects (:func:`selection`: the best-val
+checkpoint when the config keeps one, else the final one), all in one process per run
+(:mod:`mmdavpt.analysis.run`, started by :func:`run_one` through :func:`run_process`). Each
+run leaves a :data:`RESULT_FILE` in its work dir (the marker that it finished, so a rerun skips
+it); :func:`summarize` turns the runs into per-method mean ± std over seeds and the paired
+difference to a baseline with a t interval over seeds; :func:`run_comparison` does all of it.
 """
 import argparse
 import glob
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import os.path as osp
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 from mmengine.config import Config, DictAction
 from scipy import stats
 
+from mmdavpt.analysis.attention import SHARES_JSON
 from mmdavpt.utils import workdir
 from mmdavpt.utils.params import count_config_tunable
 
@@ -37,11 +39,15 @@ METRICS = {'mmseg': 'mIoU', 'mmpretrain': 'accuracy/top1'}
 #: Names of the keys of a run's ``metrics``: the test modes and the best validation value.
 MODE_LABELS = {'ss': 'single-scale', 'tta': 'TTA', 'val': 'best val'}
 
-#: Written in a run's work dir when its ``tools/train.py`` ended without an error.
+#: Written in a run's work dir when its training ended without an error (JSON:
+#: ``train_seconds``; runs of mmdavpt 0.1 before the one-process runs wrote a line of text).
 TRAINED_FILE = 'train.done'
 
+#: The output of a run's process (:mod:`mmdavpt.analysis.run`), appended to on a rerun.
+RUN_LOG = 'run.out'
+
 #: Where the guided models' CLS attention shares are written in a run's work dir
-#: (``tools/analysis/visualize_attention.py --split val --out``).
+#: (:func:`mmdavpt.analysis.attention.write_shares`).
 ATTENTION_DIR = 'attention'
 
 
@@ -344,6 +350,36 @@ def run_command(cmd: List[str], log_path: str, threads: Optional[int], cwd: str)
     return time.perf_counter() - start
 
 
+#: What the fork server of :func:`run_process` imports once for all runs: the run module (the
+#: package, torch, MMEngine) and what the MMPretrain and MMSeg registries import when a runner is
+#: built in their scope.
+RUN_PRELOAD = ('mmdavpt.analysis.run', 'mmpretrain.datasets', 'mmpretrain.engine',
+               'mmpretrain.evaluation', 'mmpretrain.models', 'mmpretrain.visualization',
+               'mmseg.datasets', 'mmseg.engine', 'mmseg.evaluation', 'mmseg.models',
+               'mmseg.visualization')
+
+
+def run_process(argv: List[str], log_path: str, threads: Optional[int], cwd: str) -> float:
+    """``python -m mmdavpt.analysis.run ARGV`` in ``cwd`` with ``threads`` intra-op threads
+    (``None``: the default) and its output appended to ``log_path``, as a new process forked from
+    a server that imported :data:`RUN_PRELOAD` once (multiprocessing's ``forkserver``): each run
+    still gets a process of its own, without the ~7 s of imports that a fresh Python pays.
+    Returns the wall time; raises with the log's tail on failure."""
+    from mmdavpt.analysis.run import main_in_child
+    ctx = multiprocessing.get_context('forkserver')
+    ctx.set_forkserver_preload(list(RUN_PRELOAD))
+    start = time.perf_counter()
+    proc = ctx.Process(target=main_in_child, args=(argv, log_path, threads, cwd))
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0:
+        with open(log_path) as log:
+            tail = ''.join(log.readlines()[-30:])
+        raise RuntimeError(f'mmdavpt.analysis.run {" ".join(argv)} failed ({proc.exitcode}); '
+                           f'see {log_path}:\n{tail}')
+    return time.perf_counter() - start
+
+
 def final_checkpoint(work_dir: str, cfg: Config) -> str:
     """The checkpoint the training of ``cfg`` in ``work_dir`` ends with."""
     loop = cfg.train_cfg
@@ -377,8 +413,8 @@ def trained_checkpoint(run_dir: str, cfg: Config) -> Optional[str]:
 
 
 def attention_shares(shares_json: str) -> Optional[Dict[str, float]]:
-    """The CLS -> prompt attention shares of ``visualize_attention.py --split`` at the last
-    layer it measured: ``dict(layer, positive, other)``, ``positive`` the mean share of the
+    """The CLS -> prompt attention shares of :func:`mmdavpt.analysis.attention.write_shares` at
+    the last layer measured: ``dict(layer, positive, other)``, ``positive`` the mean share of the
     CLS token's attention on its class's prompt, ``other`` the mean share per other prompt of
     that layer; ``None`` when the layer has no positive prompt (no mapping)."""
     with open(shares_json) as f:
@@ -397,7 +433,8 @@ def run_one(method: str, config: str, overrides: Sequence[str], seed: int, work_
     """Train and test one (method, seed) in ``{work_dir}/{method}/seed{seed}``, or read its
     :data:`RESULT_FILE` when it finished before; a run whose checkpoint (final, or best-val:
     :func:`selection`) exists is only tested. A guided MMPretrain model also gets its CLS ->
-    prompt attention shares on the val split (:func:`attention_shares`).
+    prompt attention shares on the val split (:func:`attention_shares`). All of it runs in one
+    subprocess (:mod:`mmdavpt.analysis.run`; its output in ``{run dir}/``:data:`RUN_LOG`).
 
     Args:
         method: its name.
@@ -405,11 +442,11 @@ def run_one(method: str, config: str, overrides: Sequence[str], seed: int, work_
         overrides: ``--cfg-options`` of the method.
         seed: ``randomness.seed`` (and the mapping seed).
         work_dir: the comparison's work dir.
-        root: the repository root (``tools/train.py`` and ``tools/test.py`` run there).
+        root: the repository root (the run's process runs there).
         iters: shorten an iteration-based schedule to this many iterations.
         amp: ``--amp`` training and ``test_cfg.fp16=True`` testing.
         tta: MMSeg: test once more with ``--tta``.
-        threads: OpenMP/MKL threads of the processes (``None``: their defaults).
+        threads: OpenMP/MKL threads of the run's process (``None``: the defaults).
 
     Returns:
         The run result: ``method``, ``seed``, ``config``, ``cfg_options``, ``selection``,
@@ -440,43 +477,30 @@ def run_one(method: str, config: str, overrides: Sequence[str], seed: int, work_
     if scope not in METRICS:
         raise ValueError(f'{config}: default_scope {scope!r} is not one of {sorted(METRICS)}')
     os.makedirs(osp.join(root, run_dir), exist_ok=True)
-    py = sys.executable
     select = selection(cfg)
-    ckpt = trained_checkpoint(osp.join(root, run_dir), cfg)
+    trained = trained_checkpoint(osp.join(root, run_dir), cfg) is not None
+    modes = ['ss'] + (['tta'] if scope == 'mmseg' and tta else [])
+    attend = scope == 'mmpretrain' and cfg.model.get('guidance') is not None and select == 'val'
+    layers = [str(i) for i in cfg.model.backbone.get('guided_layers', (-1, ))]
+    log(f'[compare] {method} seed {seed}: '
+        f'{"testing" if trained else "training"} in {run_dir}')
+    run_process([config, '--work-dir', run_dir, *([] if trained else ['--train']),
+                 *(['--amp'] if amp else []), '--test', *modes,
+                 *(['--attention-layers', *layers] if attend else []), '--cfg-options', *options],
+                osp.join(root, run_dir, RUN_LOG), threads, root)
     train_seconds = None
-    if ckpt is None:
-        log(f'[compare] {method} seed {seed}: training in {run_dir}')
-        train_seconds = run_command(
-            [py, 'tools/train.py', config, '--work-dir', run_dir, *(['--amp'] if amp else []),
-             '--cfg-options', *options], osp.join(root, run_dir, 'train.out'), threads, root)
-        with open(osp.join(root, run_dir, TRAINED_FILE), 'w') as f:
-            f.write(f'{train_seconds:.1f} s\n')
-        ckpt = trained_checkpoint(osp.join(root, run_dir), cfg)
-        if ckpt is None:
-            raise RuntimeError(f'{run_dir}: the training left no '
-                               f'{"best_*.pth" if select == "val" else "final"} checkpoint')
-    modes = [('ss', [])] + ([('tta', ['--tta'])] if scope == 'mmseg' and tta else [])
-    test_options = options + (['test_cfg.fp16=True'] if amp else [])
-    metrics = {}
-    for mode, extra in modes:
-        test_dir = osp.join(run_dir, f'test_{mode}')
-        run_command([py, 'tools/test.py', config, ckpt, '--work-dir', test_dir, *extra,
-                     '--cfg-options', *test_options],
-                    osp.join(root, run_dir, f'test_{mode}.out'), threads, root)
-        metrics[mode] = float(read_test_metrics(osp.join(root, test_dir))[METRICS[scope]])
+    if not trained:
+        with open(osp.join(root, run_dir, TRAINED_FILE)) as f:
+            train_seconds = json.load(f)['train_seconds']
+    ckpt = trained_checkpoint(osp.join(root, run_dir), cfg)
+    metrics = {mode: float(read_test_metrics(osp.join(root, run_dir, f'test_{mode}'))
+                           [METRICS[scope]]) for mode in modes}
     best = workdir.best_val(workdir.train_scalars(osp.join(root, run_dir)),
                             metric=METRICS[scope])[0] if select == 'val' else None
     if best is not None:
         metrics['val'] = best
-    attention = None
-    if scope == 'mmpretrain' and cfg.model.get('guidance') is not None and select == 'val':
-        out_dir = osp.join(run_dir, ATTENTION_DIR)
-        layers = [str(i) for i in cfg.model.backbone.get('guided_layers', (-1, ))]
-        run_command([py, 'tools/analysis/visualize_attention.py',
-                     workdir.find_config(osp.join(root, run_dir)), ckpt, '--split', 'val',
-                     '--layers', *layers, '--out', out_dir, '--device', 'cpu'],
-                    osp.join(root, run_dir, 'attention.out'), threads, root)
-        attention = attention_shares(osp.join(root, out_dir, 'attention_shares.json'))
+    attention = attention_shares(osp.join(root, run_dir, ATTENTION_DIR, SHARES_JSON)) \
+        if attend else None
     result = dict(method=method, seed=seed, config=config, cfg_options=options,
                   config_digest=digest, selection=select, checkpoint=ckpt,
                   metric=METRICS[scope], metrics=metrics, attention=attention,

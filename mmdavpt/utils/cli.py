@@ -1,16 +1,23 @@
 """What ``tools/train.py``, ``tools/test.py`` and ``tools/search.py`` share when they turn a
-command line into a config and a runner (MMPretrain's and MMSeg's tools, merged)."""
+command line into a config and a runner, and then train or test (MMPretrain's and MMSeg's tools,
+merged). :func:`run_train` and :func:`run_test` are the two tools after their command line:
+:mod:`mmdavpt.analysis.run` does exactly what they do, in one process."""
 import argparse
 import importlib
 import logging
 import os
 import os.path as osp
-from typing import Optional, Sequence
+from copy import deepcopy
+from typing import Dict, Optional, Sequence
 
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.evaluator import DumpResults
 from mmengine.logging import print_log
 from mmengine.runner import Runner, find_latest_checkpoint
+
+from mmdavpt.datasets.checks import check_datasets_not_empty
+from mmdavpt.utils.workdir import check_work_dir_owner, run_name
 
 SCOPES = ('mmpretrain', 'mmseg')
 #: The hooks every mmdavpt run has: ``default_hooks`` entries of the runtime bases
@@ -170,3 +177,84 @@ def build_runner(cfg: Config) -> Runner:
     if 'runner_type' not in cfg:
         return Runner.from_cfg(cfg)
     return importlib.import_module(f'{cfg.default_scope}.registry').RUNNERS.build(cfg)
+
+
+def run_train(cfg: Config, *, resume: Optional[str] = None,
+          allow_config_change: bool = False) -> Runner:
+    """Train with a config merged by :func:`merge_train_args` (what ``tools/train.py`` does
+    after its command line); returns the runner once its training ended.
+
+    A work dir that holds another config's run is refused (its checkpoints would be
+    overwritten) unless a resume explicitly allows a config change.
+    """
+    if not (cfg.get('resume') and allow_config_change):
+        check_work_dir_owner(cfg.work_dir, name=run_name(cfg))
+    runner = build_runner(cfg)
+    check_datasets_not_empty(cfg, ('train_dataloader', 'val_dataloader')
+                             if cfg.get('val_cfg') else ('train_dataloader', ))
+    if resume == 'auto' and find_latest_checkpoint(cfg.work_dir) is None:
+        runner.logger.warning(f'--resume auto: no checkpoint in the work dir {cfg.work_dir}; '
+                              f'training from scratch')
+    runner.train()
+    return runner
+
+
+def set_mmpretrain_tta_defaults(cfg: Config) -> None:
+    """MMPretrain's default TTA: average the class scores of the image and its flip."""
+    if 'tta_model' not in cfg:
+        cfg.tta_model = dict(type='mmpretrain.AverageClsScoreTTA')
+    if 'tta_pipeline' not in cfg:
+        test_pipeline = cfg.test_dataloader.dataset.pipeline
+        cfg.tta_pipeline = deepcopy(test_pipeline)
+        cfg.tta_pipeline[-1] = dict(
+            type='TestTimeAug',
+            transforms=[[dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)],
+                        [test_pipeline[-1]]])
+
+
+def merge_test_args(cfg: Config, checkpoint: str, *, work_dir: Optional[str] = None,
+                    cfg_options: Optional[dict] = None, launcher: str = 'none',
+                    tta: bool = False, out: Optional[str] = None) -> Config:
+    """Apply the options of ``tools/test.py`` to a config (CLI > config > defaults).
+
+    Args:
+        cfg: the config, changed in place and returned.
+        checkpoint: the checkpoint to test (``cfg.load_from``); one whose state dict does not
+            match the model is refused (``ConfigGuardHook``; MMEngine only warns).
+        work_dir, cfg_options, launcher: see :func:`apply_common_args`.
+        tta: test-time augmentation with ``cfg.tta_model`` and ``cfg.tta_pipeline``
+            (MMPretrain configs without them: :func:`set_mmpretrain_tta_defaults`).
+        out: MMSeg: the directory of the predicted masks (offline evaluation).
+    """
+    scope = apply_common_args(cfg, work_dir=work_dir, cfg_options=cfg_options, launcher=launcher)
+    cfg.load_from = checkpoint
+    ensure_hooks(cfg, [dict(type=RUNTIME_HOOKS['config_guard'])])
+    if tta:
+        if scope == 'mmpretrain':
+            set_mmpretrain_tta_defaults(cfg)
+        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+        cfg.tta_model.module = cfg.model
+        cfg.model = cfg.tta_model
+    if scope == 'mmseg' and out is not None:
+        cfg.test_evaluator['output_dir'] = out
+        cfg.test_evaluator['keep_results'] = True
+    if scope == 'mmpretrain':
+        loader = ConfigDict(pin_memory=torch.cuda.is_available(),
+                            collate_fn=dict(type='default_collate'))
+        loader.update(cfg.test_dataloader)
+        cfg.test_dataloader = loader
+    return cfg
+
+
+def run_test(cfg: Config, *, out: Optional[str] = None) -> Dict[str, float]:
+    """Test with a config merged by :func:`merge_test_args` (what ``tools/test.py`` does after
+    its command line); returns the test metrics (also in the run's log dir).
+
+    Args:
+        out: MMPretrain: a pickle file for the predictions (MMSeg: see :func:`merge_test_args`).
+    """
+    runner = build_runner(cfg)
+    check_datasets_not_empty(cfg, ('test_dataloader', ))
+    if cfg.default_scope == 'mmpretrain' and out is not None:
+        runner.test_evaluator.metrics.append(DumpResults(out_file_path=out))
+    return runner.test()

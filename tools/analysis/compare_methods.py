@@ -11,15 +11,20 @@ own (``--variant no-bg model.guidance.ignore_classes="(0,)"``, ``--variant paper
 model.guidance.loss_xp.sample_side=mhsa``).
 For every (method, seed) the script (``mmdavpt.analysis.compare.run_one``)
 
-1. trains with ``tools/train.py`` (``randomness.seed`` = the seed, and the mapping seed
+1. trains as ``tools/train.py`` does (``randomness.seed`` = the seed, and the mapping seed
    ``model.guidance.mapping.seed`` too when the model has DA-VPT guidance; ``--iters`` shortens an
-   iteration-based schedule; no validation during training);
-2. tests the final checkpoint once with ``tools/test.py`` (and once more with ``--tta`` for MMSeg
-   configs: single-scale and multi-scale + flip mIoU; top-1 for MMPretrain);
+   iteration-based schedule); a config that keeps its best-val checkpoint
+   (``default_hooks.checkpoint.save_best``) validates during training, others do not;
+2. tests that best-val checkpoint, else the final one, once as ``tools/test.py`` does (and once
+   more with ``--tta`` for MMSeg configs: single-scale and multi-scale + flip mIoU; top-1 for
+   MMPretrain); a guided MMPretrain model also gets its CLS -> positive-prompt attention share
+   on val, as ``tools/analysis/visualize_attention.py --split val`` measures it;
 3. writes ``{work_dir}/{method}/seed{S}/compare_result.json``. A run with that file is not run
-   again (another ``--work-dir`` reruns it); a run whose final checkpoint exists is only tested.
+   again (another ``--work-dir`` reruns it); a run whose training finished is only tested.
 
-Up to ``--jobs`` runs go side by side, each a process with ``--threads`` threads (default 1).
+All of a run happens in one process (``mmdavpt.analysis.run``, its output in the run's
+``run.out``), forked from a server that imported the package once. Up to ``--jobs`` runs go
+side by side, each a process with ``--threads`` threads (default 1).
 At the end it prints per method the mean ± std over the seeds, the paired difference to
 ``--baseline`` with its 95 % t interval over the seeds both have, the tunable parameters and the
 training s/step, and writes ``{work_dir}/compare.json`` and ``{work_dir}/compare.png``.

@@ -43,6 +43,10 @@ fi
 # What the searches chose (best val trial of each study).
 VPT_OPT=(optim_wrapper.optimizer.lr=0.0064664227174145595
          optim_wrapper.optimizer.weight_decay=0.0037665768415992965)
+# The demo base's optimizer (what the DA-VPT search ran at): lr 5e-3, weight decay 1e-4. The two
+# arms that use it or VPT-Deep's searched values on the other method separate the optimizer from
+# the losses.
+DEMO_OPT=(optim_wrapper.optimizer.lr=0.005 optim_wrapper.optimizer.weight_decay=0.0001)
 # The paper reading: beta = lambda = 0.1, 1/tau = 32, margin 0.1, the pre-W_O MHSA samples.
 PAPER_OPT=(model.guidance.loss_xp.loss_weight=0.1 model.guidance.loss_pcls.loss_weight=0.1
            model.guidance.loss_xp.temperature=0.03125 model.guidance.loss_xp.sample_side=mhsa)
@@ -56,12 +60,14 @@ if [[ $STEP == compare || $STEP == all ]]; then
     $PY tools/analysis/compare_methods.py \
       --variant VPT-Deep ${C}_vpt-deep_${task}-56px.py "${VPT_OPT[@]}" \
       --variant VPT-Deep+biases ${C}_vpt-deep-plus_${task}-56px.py "${VPT_OPT[@]}" \
-      --variant DA-VPT-paper ${C}_davpt_${task}-56px.py "${PAPER_OPT[@]}" \
-      --variant DA-VPT+-paper ${C}_davpt-plus_${task}-56px.py "${PAPER_OPT[@]}" \
+      --variant DA-VPT-paper ${C}_davpt_${task}-56px.py "${PAPER_OPT[@]}" "${DEMO_OPT[@]}" \
+      --variant DA-VPT+-paper ${C}_davpt-plus_${task}-56px.py "${PAPER_OPT[@]}" "${DEMO_OPT[@]}" \
       --variant DA-VPT+-official ${C}_davpt-plus-official_${task}-56px.py \
-      --variant DA-VPT-best ${C}_davpt_${task}-56px.py "${BEST_OPT[@]}" \
+      --variant DA-VPT-best ${C}_davpt_${task}-56px.py "${BEST_OPT[@]}" "${DEMO_OPT[@]}" \
       --variant Official-recipe-no-losses ${C}_davpt-plus-official_${task}-56px.py \
         model.guidance.loss_xp.loss_weight=0 model.guidance.loss_pcls.loss_weight=0 \
+      --variant VPT-Deep-demo-lr ${C}_vpt-deep_${task}-56px.py "${DEMO_OPT[@]}" \
+      --variant DA-VPT-best-vpt-lr ${C}_davpt_${task}-56px.py "${BEST_OPT[@]}" "${VPT_OPT[@]}" \
       --baseline VPT-Deep --seeds ${SEEDS:-0 1 2} --jobs ${JOBS:-2} --work-dir work_dirs/evidence/${task}
   done
 fi
