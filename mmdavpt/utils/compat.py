@@ -1,6 +1,6 @@
 """Compatibility of the MM 1.x stack (mmengine 0.10.7) with recent PyTorch.
 
-Three gaps are closed here:
+Three gaps are closed here, and one warning is silenced:
 
 * ``torch.load`` defaults to ``weights_only=True`` since PyTorch 2.6, and every checkpoint an
   mmengine ``Runner`` writes holds more than tensors: the message hub's ``HistoryBuffer`` logs
@@ -20,10 +20,14 @@ Three gaps are closed here:
 * mmengine's ``AmpOptimWrapper`` asserts that a GPU (or NPU/MLU/MUSA) is present. On a CPU-only
   machine :class:`CPUAmpOptimWrapper` gives ``--amp`` its CPU meaning: bfloat16 autocast, no loss
   scaling (bfloat16 has the float32 exponent range).
+* mmengine reloads ``pkg_resources`` whenever a config names a base as ``mmpretrain::`` or
+  ``mmseg::``, and setuptools (pinned below 81 for it) then warns that ``pkg_resources`` is
+  deprecated, once per config read: importing ``mmdavpt`` ignores that one warning.
 """
 import os
 import os.path as osp
 import pickle
+import warnings
 import zipfile
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -39,6 +43,9 @@ from mmengine.runner import CheckpointLoader
 from mmengine.runner.amp import autocast
 from mmengine.runner.checkpoint import load_from_local
 from torch import nn
+
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated as an API',
+                        category=UserWarning)
 
 try:  # numpy >= 1.26; numpy 2 deprecates the numpy.core path
     from numpy._core import multiarray
