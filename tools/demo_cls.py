@@ -20,7 +20,7 @@
    the table and the sentences into the README's generated block (:func:`readme_block`).
 
 A finished (method, seed) is not run again (same work dir, same config). No network, no GPU:
-about 16 minutes on 2 idle CPU cores with the defaults (docs/classification.md).
+about 13 minutes on 2 idle CPU cores with the defaults (docs/classification.md).
 """
 import argparse
 import os
