@@ -434,7 +434,7 @@ def run_one(method: str, config: str, overrides: Sequence[str], seed: int, work_
     :data:`RESULT_FILE` when it finished before; a run whose checkpoint (final, or best-val:
     :func:`selection`) exists is only tested. A guided MMPretrain model also gets its CLS ->
     prompt attention shares on the val split (:func:`attention_shares`). All of it runs in one
-    subprocess (:mod:`mmdavpt.analysis.run`; its output in ``{run dir}/``:data:`RUN_LOG`).
+    process of its own (:func:`run_process`; its output in ``{run dir}/``:data:`RUN_LOG`).
 
     Args:
         method: its name.
@@ -446,7 +446,7 @@ def run_one(method: str, config: str, overrides: Sequence[str], seed: int, work_
         iters: shorten an iteration-based schedule to this many iterations.
         amp: ``--amp`` training and ``test_cfg.fp16=True`` testing.
         tta: MMSeg: test once more with ``--tta``.
-        threads: OpenMP/MKL threads of the run's process (``None``: the defaults).
+        threads: intra-op threads of the run's process (``None``: torch's default).
 
     Returns:
         The run result: ``method``, ``seed``, ``config``, ``cfg_options``, ``selection``,

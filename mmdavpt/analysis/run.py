@@ -61,8 +61,8 @@ def train(config: str, options: Sequence[str], run_dir: str, amp: bool = False) 
     return seconds
 
 
-def test(config: str, options: Sequence[str], checkpoint: str, run_dir: str,
-         mode: str = 'ss', amp: bool = False) -> Dict[str, float]:
+def evaluate(config: str, options: Sequence[str], checkpoint: str, run_dir: str,
+             mode: str = 'ss', amp: bool = False) -> Dict[str, float]:
     """``tools/test.py CONFIG CHECKPOINT --work-dir RUN_DIR/test_{mode} [--tta] --cfg-options
     OPTIONS [test_cfg.fp16=True]``; returns its metrics.
 
@@ -119,7 +119,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         raise FileNotFoundError(f'{args.work_dir}: no finished training to test (its best-val '
                                 f'or final checkpoint, and {TRAINED_FILE})')
     for mode in args.test:
-        test(args.config, args.cfg_options, checkpoint, args.work_dir, mode, args.amp)
+        evaluate(args.config, args.cfg_options, checkpoint, args.work_dir, mode, args.amp)
     if args.attention_layers:
         measure_attention(args.work_dir, checkpoint, args.attention_layers)
 

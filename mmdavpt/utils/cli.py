@@ -180,7 +180,7 @@ def build_runner(cfg: Config) -> Runner:
 
 
 def run_train(cfg: Config, *, resume: Optional[str] = None,
-          allow_config_change: bool = False) -> Runner:
+              allow_config_change: bool = False) -> Runner:
     """Train with a config merged by :func:`merge_train_args` (what ``tools/train.py`` does
     after its command line); returns the runner once its training ended.
 
