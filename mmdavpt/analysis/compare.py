@@ -250,32 +250,48 @@ def plot_runs(runs: Iterable[dict], metric_keys: Sequence[str], path: str,
     return None
 
 
-def schedule_options(cfg, iters: int) -> List[str]:
-    """``--cfg-options`` that shorten an iteration-based schedule to ``iters`` iterations.
+def schedule_options(cfg, iters: Optional[int] = None, *,
+                     epochs: Optional[int] = None) -> List[str]:
+    """``--cfg-options`` that shorten the schedule to ``iters`` iterations (an iteration-based
+    loop) or ``epochs`` epochs (an epoch-based one); give one of the two.
 
-    Sets ``train_cfg.max_iters`` and moves to ``iters`` the ``end`` of every ``param_scheduler``
-    entry that ends after it or at the config's own ``max_iters`` (its last phase).
+    Sets ``train_cfg.max_iters`` (``max_epochs``) and moves to the new length the ``end`` of
+    every ``param_scheduler`` entry that ends after it or at the config's own length (its last
+    phase); such an entry whose ``T_max`` spans it from ``begin`` to ``end`` (a cosine to the
+    end) gets the new span.
 
     Raises:
-        ValueError: the config trains by epochs.
+        ValueError: the loop counts the other unit, the length is < 1, or a phase that ends
+            at the old length begins at or after the new one.
     """
-    if iters < 1:
-        raise ValueError(f'iters must be >= 1, got {iters}')
-    if 'max_iters' not in cfg.train_cfg:
-        raise ValueError('--iters needs an iteration-based train_cfg (max_iters); this config '
-                         'trains by epochs: set train_cfg.max_epochs in the overrides instead')
-    old = cfg.train_cfg.max_iters
-    options = [f'train_cfg.max_iters={iters}']
+    if (iters is None) == (epochs is None):
+        raise ValueError('give iters or epochs')
+    unit, length = ('iters', iters) if iters is not None else ('epochs', epochs)
+    if length < 1:
+        raise ValueError(f'{unit} must be >= 1, got {length}')
+    key = f'max_{unit}'
+    if key not in cfg.train_cfg:
+        other = 'max_epochs' if unit == 'iters' else 'max_iters'
+        raise ValueError(f'--{unit} needs a train_cfg with {key}; this config has {other}: '
+                         f'shorten it with --{"epochs" if unit == "iters" else "iters"}')
+    old = cfg.train_cfg[key]
+    options = [f'train_cfg.{key}={length}']
     schedulers = cfg.get('param_scheduler') or []
     if isinstance(schedulers, dict):
         schedulers = [schedulers]
         prefix = ['param_scheduler']
     else:
         prefix = [f'param_scheduler.{i}' for i in range(len(schedulers))]
-    for key, scheduler in zip(prefix, schedulers):
-        end = scheduler.get('end')
-        if end is not None and (end == old or end > iters):
-            options.append(f'{key}.end={iters}')
+    for name, scheduler in zip(prefix, schedulers):
+        end, begin = scheduler.get('end'), scheduler.get('begin', 0)
+        if end is None or not (end == old or end > length):
+            continue
+        if begin >= length:
+            raise ValueError(f'{name} ({scheduler["type"]}) begins at {begin}, not before the '
+                             f'new end {length}')
+        options.append(f'{name}.end={length}')
+        if scheduler.get('T_max') == end - begin:
+            options.append(f'{name}.T_max={length - begin}')
     return options
 
 
@@ -310,20 +326,21 @@ def selection(cfg) -> str:
     return 'val' if hook.get('save_best') and validates else 'final'
 
 
-def run_options(config: str, overrides: Sequence[str], seed: int,
-                iters: Optional[int] = None) -> Tuple[List[str], Config]:
+def run_options(config: str, overrides: Sequence[str], seed: int, iters: Optional[int] = None,
+                epochs: Optional[int] = None) -> Tuple[List[str], Config]:
     """The ``--cfg-options`` of one run and the merged config they give.
 
     ``overrides`` + ``randomness.seed`` (and ``model.guidance.mapping.seed`` when the model has
-    DA-VPT guidance) + the schedule of ``iters`` (:func:`schedule_options`); when the run is
-    tested with its final checkpoint (:func:`selection`), no validation during training.
+    DA-VPT guidance) + the schedule of ``iters`` or ``epochs`` (:func:`schedule_options`); when
+    the run is tested with its final checkpoint (:func:`selection`), no validation during
+    training.
     """
     options = list(overrides) + [f'randomness.seed={seed}']
     cfg = merged_config(config, options)
     if cfg.model.get('guidance') is not None:
         options.append(f'model.guidance.mapping.seed={seed}')
-    if iters is not None:
-        options += schedule_options(cfg, iters)
+    if iters is not None or epochs is not None:
+        options += schedule_options(cfg, iters, epochs=epochs)
     if selection(cfg) == 'final':
         options += ['val_cfg=None', 'val_dataloader=None', 'val_evaluator=None']
     return options, merged_config(config, options)
@@ -428,7 +445,8 @@ def attention_shares(shares_json: str) -> Optional[Dict[str, float]]:
 
 
 def run_one(method: str, config: str, overrides: Sequence[str], seed: int, work_dir: str,
-            root: str, iters: Optional[int] = None, amp: bool = False, tta: bool = True,
+            root: str, iters: Optional[int] = None, epochs: Optional[int] = None,
+            amp: bool = False, tta: bool = True,
             threads: Optional[int] = 1, log: Callable[[str], None] = print) -> dict:
     """Train and test one (method, seed) in ``{work_dir}/{method}/seed{seed}``, or read its
     :data:`RESULT_FILE` when it finished before; a run whose checkpoint (final, or best-val:
@@ -444,6 +462,7 @@ def run_one(method: str, config: str, overrides: Sequence[str], seed: int, work_
         work_dir: the comparison's work dir.
         root: the repository root (the run's process runs there).
         iters: shorten an iteration-based schedule to this many iterations.
+        epochs: shorten an epoch-based schedule to this many epochs.
         amp: ``--amp`` training and ``test_cfg.fp16=True`` testing.
         tta: MMSeg: test once more with ``--tta``.
         threads: intra-op threads of the run's process (``None``: torch's default).
@@ -456,7 +475,7 @@ def run_one(method: str, config: str, overrides: Sequence[str], seed: int, work_
     """
     run_dir = osp.join(work_dir, method, f'seed{seed}')
     result_path = osp.join(run_dir, RESULT_FILE)
-    options, cfg = run_options(config, overrides, seed, iters)
+    options, cfg = run_options(config, overrides, seed, iters, epochs)
     digest = config_digest(cfg)
     if osp.isfile(result_path):
         with open(result_path) as f:
@@ -530,7 +549,7 @@ def run_comparison(methods: Dict[str, Tuple[str, Sequence[str]]], seeds: Sequenc
         root: the repository root.
         baseline: the method the others are paired with.
         jobs: runs side by side.
-        run_kwargs: ``iters``, ``amp``, ``tta``, ``threads`` of :func:`run_one`.
+        run_kwargs: ``iters``, ``epochs``, ``amp``, ``tta``, ``threads`` of :func:`run_one`.
 
     Returns:
         ``dict(metric, seeds, baseline, summary, runs, failed, table, plot)``:

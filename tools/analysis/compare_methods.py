@@ -1,7 +1,7 @@
 """Train and test several methods over seeds and compare them (mean ± std, paired t interval).
 
     python tools/analysis/compare_methods.py CONFIG [NAME=CONFIG ...] \\
-        [--variant NAME key=value ...] [--seeds 0 1 2] [--iters N] [--jobs 2] \\
+        [--variant NAME key=value ...] [--seeds 0 1 2] [--iters N | --epochs N] [--jobs 2] \\
         [--baseline NAME] [--amp] [--work-dir work_dirs/compare]
 
 Paths are relative to the current directory (configs not found there: to the repository root).
@@ -13,8 +13,8 @@ For every (method, seed) the script (``mmdavpt.analysis.compare.run_one``)
 
 1. trains as ``tools/train.py`` does (``randomness.seed`` = the seed, and the mapping seed
    ``model.guidance.mapping.seed`` too when the model has DA-VPT guidance; ``--iters`` shortens an
-   iteration-based schedule); a config that keeps its best-val checkpoint
-   (``default_hooks.checkpoint.save_best``) validates during training, others do not;
+   iteration-based schedule, ``--epochs`` an epoch-based one); a config that keeps its best-val
+   checkpoint (``default_hooks.checkpoint.save_best``) validates during training, others do not;
 2. tests that best-val checkpoint, else the final one, once as ``tools/test.py`` does (and once
    more with ``--tta`` for MMSeg configs: single-scale and multi-scale + flip mIoU; top-1 for
    MMPretrain); a guided MMPretrain model also gets its CLS -> positive-prompt attention share
@@ -52,6 +52,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         '(default: the first config)')
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     parser.add_argument('--iters', type=int, help='training iterations (iteration-based loops)')
+    parser.add_argument('--epochs', type=int, help='training epochs (epoch-based loops)')
     parser.add_argument('--baseline', help='method the others are paired with')
     parser.add_argument('--amp', action='store_true',
                         help='bfloat16 (CPU) / float16 (GPU) training and testing')
@@ -65,6 +66,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.threads < 1:
         parser.error('--jobs and --threads must be >= 1')
+    if args.iters is not None and args.epochs is not None:
+        parser.error('give --iters or --epochs, not both')
     return args
 
 
@@ -118,10 +121,11 @@ def main(argv: Optional[List[str]] = None) -> dict:
         raise SystemExit(f'--baseline {args.baseline!r} is not a method: {list(methods)}')
     out = run_comparison(methods, args.seeds, osp.abspath(args.work_dir), ROOT,
                          baseline=args.baseline, jobs=args.jobs, iters=args.iters,
-                         amp=args.amp, tta=not args.no_tta, threads=args.threads,
-                         log=lambda line: print(line, flush=True))
+                         epochs=args.epochs, amp=args.amp, tta=not args.no_tta,
+                         threads=args.threads, log=lambda line: print(line, flush=True))
     print(f'\n{out["metric"]}, seeds {args.seeds}' +
-          (f', {args.iters} iterations' if args.iters else ''))
+          (f', {args.iters} iterations' if args.iters else '') +
+          (f', {args.epochs} epochs' if args.epochs else ''))
     print(out['table'])
     print(f'plot: {out["plot"]}' if out['plot'].endswith('.png') else out['plot'])
     for failed in out['failed']:
