@@ -16,7 +16,7 @@
    interval, and a sentence that says from those numbers whether DA-VPT helped
    (``{work_dir}/compare.json``, ``compare.png``).
 
-The defaults (3 seeds, 200 iterations) took 13.3 minutes on 2 idle cores
+The defaults (3 seeds, 200 iterations) took 13.3-13.5 minutes on 2 idle cores
 (docs/segmentation.md). Everything runs through the same CLIs a user runs; nothing is downloaded.
 """
 import argparse
