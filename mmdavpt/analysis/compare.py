@@ -301,14 +301,20 @@ def schedule_options(cfg, iters: Optional[int] = None, *,
 _CONFIG_LOCK = threading.Lock()
 
 
-def merged_config(config: str, options: Sequence[str]) -> Config:
-    """``config`` with ``options`` applied as ``tools/train.py --cfg-options`` applies them."""
+def parse_cfg_options(options: Sequence[str]) -> Optional[dict]:
+    """``k=v`` strings as ``--cfg-options`` parses them (MMEngine's ``DictAction``); ``None``
+    for none."""
     parser = argparse.ArgumentParser()
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    return parser.parse_args(['--cfg-options', *options]).cfg_options if options else None
+
+
+def merged_config(config: str, options: Sequence[str]) -> Config:
+    """``config`` with ``options`` applied as ``tools/train.py --cfg-options`` applies them."""
     with _CONFIG_LOCK:
         cfg = Config.fromfile(config)
     if options:
-        cfg.merge_from_dict(parser.parse_args(['--cfg-options', *options]).cfg_options)
+        cfg.merge_from_dict(parse_cfg_options(options))
     return cfg
 
 

@@ -23,7 +23,7 @@ import warnings
 from typing import Dict, List, Optional, Sequence
 
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 
 import mmdavpt  # noqa: F401  registers mmdavpt's modules and the torch.load allowlist
 from mmdavpt.analysis import attention
@@ -31,6 +31,7 @@ from mmdavpt.analysis.compare import (
     ATTENTION_DIR,
     TRAINED_FILE,
     merged_config,
+    parse_cfg_options,
     trained_checkpoint,
 )
 from mmdavpt.utils import workdir
@@ -38,13 +39,6 @@ from mmdavpt.utils.cli import merge_test_args, merge_train_args, run_test, run_t
 
 #: The test modes: ``tools/test.py`` without and with ``--tta``.
 MODES = ('ss', 'tta')
-
-
-def parse_cfg_options(options: Sequence[str]) -> Optional[dict]:
-    """``k=v`` strings as ``--cfg-options`` parses them (``None`` for none)."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
-    return parser.parse_args(['--cfg-options', *options]).cfg_options if options else None
 
 
 def train(config: str, options: Sequence[str], run_dir: str, amp: bool = False) -> float:
