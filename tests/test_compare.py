@@ -1,4 +1,4 @@
-"""mmdavpt.analysis.compare: statistics, result reading and schedule overrides on tiny inputs."""
+"""mmdavpt_lab.compare: statistics, result reading and schedule overrides on tiny inputs."""
 import json
 import math
 import os
@@ -9,7 +9,7 @@ import pytest
 from mmengine.config import Config
 from scipy import stats
 
-from mmdavpt.analysis.compare import (
+from mmdavpt_lab.compare import (
     RESULT_FILE,
     TRAINED_FILE,
     attention_shares,
@@ -332,7 +332,7 @@ def test_compare_methods_cli_parses_configs_and_variants():
 
 
 def test_pool_comparisons_pairs_over_files_and_seeds(tmp_path):
-    from mmdavpt.analysis.compare import pool_comparisons
+    from mmdavpt_lab.compare import pool_comparisons
     paths = []
     for task, shift in (('a', 0.0), ('b', 10.0)):
         runs = [dict(r, metrics=dict(ss=r['metrics']['ss'] + shift)) for r in _runs()]

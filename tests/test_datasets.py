@@ -25,9 +25,9 @@ from mmdavpt.datasets import (
     LoadImageFromFileStrict,
     VPTFGVCDataset,
     VTAB1kDataset,
-    demo_data,
 )
-from mmdavpt.datasets.demo_data import PER_CLASS, prepare_demo_data, split_indices
+from mmdavpt_lab import demo_data
+from mmdavpt_lab.demo_data import PER_CLASS, prepare_demo_data, split_indices
 
 
 def write_image(path, value=0, size=(8, 6), fmt=None):

@@ -34,7 +34,7 @@ def demo_assets(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('demo_assets')
     data = ROOT / 'data'
     if not (data / TASK_DIR / 'manifest.json').is_file():
-        from mmdavpt.datasets import prepare_demo_data
+        from mmdavpt_lab.demo_data import prepare_demo_data
         data = tmp / 'data'
         prepare_demo_data(str(data), seed=0)
     checkpoint = CHECKPOINT

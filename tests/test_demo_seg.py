@@ -20,7 +20,7 @@ def assets(tmp_path_factory):
     """(data root, backbone checkpoint): the repository's if built, else built in a temp dir."""
     data_root = osp.join(ROOT, 'data', 'animal_mnist_seg')
     if not osp.isfile(osp.join(data_root, 'manifest.json')):
-        from mmdavpt.datasets import prepare_demo_data
+        from mmdavpt_lab.demo_data import prepare_demo_data
         out = str(tmp_path_factory.mktemp('data'))
         data_root = prepare_demo_data(out)['seg']
     ckpt = osp.join(ROOT, 'checkpoints', 'vit-s14_imgfocus.pth')
@@ -82,8 +82,8 @@ def test_train_then_test_single_and_multi_scale(assets, tmp_path):
         metrics = _metrics(test_dir)
         assert 0 <= metrics['mIoU'] <= 100 and 0 <= metrics['aAcc'] <= 100
 
-    # A comparison's run tests in one process (mmdavpt.analysis.run): the tools' numbers.
-    _run('-m', 'mmdavpt.analysis.run', CONFIG, '--work-dir', str(work_dir), '--amp', '--test',
+    # A comparison's run tests in one process (mmdavpt_lab.run): the tools' numbers.
+    _run('-m', 'mmdavpt_lab.run', CONFIG, '--work-dir', str(work_dir), '--amp', '--test',
          'ss', 'tta', '--cfg-options', *data, 'test_dataloader.dataset.indices=2',
          'train_cfg.max_iters=3')
     for mode, tool_dir in (('ss', 'single'), ('tta', 'multi')):
@@ -95,7 +95,7 @@ def test_train_then_test_single_and_multi_scale(assets, tmp_path):
 def test_demo_seg_compares_both_methods_over_seeds(monkeypatch, capsys):
     """The demo's defaults: VPT and DA-VPT, 3 seeds, 200 iterations, bf16, side by side, paired
     with VPT; the verdict sentences come from the comparison's summary."""
-    from mmdavpt.analysis.compare import summarize
+    from mmdavpt_lab.compare import summarize
 
     from conftest import load_tool
     demo = load_tool('tools/demo_seg.py')

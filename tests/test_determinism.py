@@ -12,7 +12,8 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from mmdavpt.datasets import demo_data, prepare_demo_data
+from mmdavpt_lab import demo_data
+from mmdavpt_lab.demo_data import prepare_demo_data
 
 from conftest import TINY_ARCH
 

@@ -12,7 +12,7 @@ from mmpretrain.datasets.transforms import PackInputs
 from PIL import Image
 
 from mmdavpt.datasets import LoadImageFromFileStrict, VTAB1kDataset
-from mmdavpt.datasets.demo_data import (
+from mmdavpt_lab.demo_data import (
     PAIR_CLASSES,
     class_parts,
     digit_pairs_task,

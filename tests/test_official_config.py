@@ -9,7 +9,7 @@ import yaml
 from mmengine.config import Config
 
 from mmdavpt.models.losses import ClsPromptLoss, PatchPromptLoss
-from mmdavpt.utils.official_config import (
+from mmdavpt_lab.official_config import (
     OFFICIAL_ARGS,
     format_config,
     official_args,

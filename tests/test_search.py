@@ -5,7 +5,7 @@ import optuna
 import pytest
 from mmengine.config import Config
 
-from mmdavpt.search import Objective, build_pruner, default_metric, parse_param, parse_space
+from mmdavpt_lab.search import Objective, build_pruner, default_metric, parse_param, parse_space
 
 from conftest import load_tool, write_tiny_config
 
@@ -135,7 +135,7 @@ def test_storage_opens_again_when_another_search_created_it_at_the_same_time(tmp
     import optuna
     from sqlalchemy.exc import IntegrityError
 
-    from mmdavpt.search.study import open_storage
+    from mmdavpt_lab.search.study import open_storage
     real = optuna.storages.RDBStorage
     calls = []
 

@@ -7,7 +7,7 @@ from mmengine.config import Config
 from mmpretrain.registry import MODELS
 
 import mmdavpt  # noqa: F401
-from mmdavpt.analysis import attention
+from mmdavpt_lab import attention
 from mmdavpt.models import DAVPTViT
 
 from conftest import TINY_CLASSES, load_tool, tiny_backbone_cfg, write_tiny_config

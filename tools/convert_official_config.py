@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mmdavpt.utils.official_config import format_config, translate_official_config
+from mmdavpt_lab.official_config import format_config, translate_official_config
 
 REPO = Path(__file__).resolve().parents[1]
 

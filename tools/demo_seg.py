@@ -9,7 +9,7 @@
    ``tools/train.py --amp`` does (bfloat16 autocast on CPU) for ``--iters`` iterations of 8
    images, side by side, one process and one thread each (``--sequential``: one after the other,
    all threads), and tests each final checkpoint as ``tools/test.py`` does, single-scale and with
-   ``--tta`` (scales 0.5-1.75 + flip), bfloat16 too (:mod:`mmdavpt.analysis.compare`, as
+   ``--tta`` (scales 0.5-1.75 + flip), bfloat16 too (:mod:`mmdavpt_lab.compare`, as
    ``tools/analysis/compare_methods.py``; runs go to ``{work_dir}/{method}/seed{S}``, a finished
    one is not run again);
 3. prints mean ± std over the seeds of both mIoUs, the paired difference to VPT with its 95 % t
@@ -27,7 +27,7 @@ import sys
 import time
 from typing import List, Optional
 
-from mmdavpt.analysis.compare import MODE_LABELS, run_comparison, verdict
+from mmdavpt_lab.compare import MODE_LABELS, run_comparison, verdict
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG_DIR = osp.join('configs', 'segmentation', 'demo')
@@ -53,7 +53,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def prepare_assets() -> None:
     """Build the demo data and the converted backbone if they are not there yet."""
-    from mmdavpt.datasets.demo_data import prepare_demo_data
+    from mmdavpt_lab.demo_data import prepare_demo_data
     result = prepare_demo_data(DATA_ROOT)
     print(f'[demo_seg] data: {result["seg"]} ({result["seg_status"]})', flush=True)
     if not osp.isfile(CHECKPOINT):

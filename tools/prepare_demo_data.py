@@ -6,28 +6,17 @@
 ``animal-mnist`` (the default) writes ``{out}/animal_mnist_vtab/animal_mnist/`` (a VTAB-1k-style
 classification task) and ``{out}/animal_mnist_seg/`` (a segmentation set) from the Animal-MNIST
 silhouettes; ``digits`` and ``digit-pairs`` write ``{out}/extra_vtab/{digits,digit_pairs}/``
-from scikit-learn's handwritten digits. See ``mmdavpt/datasets/demo_data.py``. A data set
+from scikit-learn's handwritten digits. See ``mmdavpt_lab/demo_data.py``. A data set
 already built with the same seed is kept; an extra task built otherwise is replaced only with
 ``--force``.
 """
 import argparse
-import importlib.util
-import os.path as osp
 import time
-from types import ModuleType
 
-BUILDER = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'mmdavpt', 'datasets',
-                   'demo_data.py')
+# NumPy and Pillow only: the lab's builder does not import ``mmdavpt`` (torch, MMSeg, MMPretrain).
+from mmdavpt_lab import demo_data as builder
+
 ANIMAL_MNIST = 'animal-mnist'
-
-
-def load_builder() -> ModuleType:
-    """Load ``demo_data.py`` on its own: it needs NumPy and Pillow only, while importing the
-    ``mmdavpt`` package would first import torch, MMSeg and MMPretrain (10-30 s)."""
-    spec = importlib.util.spec_from_file_location('mmdavpt_demo_data', BUILDER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -43,7 +32,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    builder = load_builder()
     tasks = [t.strip() for t in args.tasks.split(',') if t.strip()]
     known = (ANIMAL_MNIST, *builder.EXTRA_TASKS)
     unknown = [t for t in tasks if t not in known]

@@ -23,7 +23,7 @@ from mmengine.config import Config, DictAction
 from mmengine.utils import mkdir_or_exist
 
 import mmdavpt  # noqa: F401  registers mmdavpt's modules and the torch.load allowlist
-from mmdavpt.search import ALIASES, parse_space, run_search, write_best_config
+from mmdavpt_lab.search import ALIASES, parse_space, run_search, write_best_config
 from mmdavpt.utils.cli import build_runner, merge_train_args
 
 

@@ -4,13 +4,7 @@ MMPretrain: ``VPTFGVCDataset``, ``VTAB1kDataset``, ``LoadImageFromFileStrict``, 
 ``ClassBalancedSampler`` (P x K batches).
 MMSeg: ``AnimalMNISTSegDataset``, ``CheckSegMask``, ``LoadImageFromFileStrict``.
 """
-from .animal_mnist import AnimalMNISTSegDataset
-from .demo_data import (
-    ANIMAL_MNIST_CLASSES,
-    load_animal_mnist,
-    prepare_demo_data,
-    prepare_extra_tasks,
-)
+from .animal_mnist import ANIMAL_MNIST_CLASSES, AnimalMNISTSegDataset
 from .fgvc import FGVC_DATASETS, VPTFGVCDataset
 from .samplers import ClassBalancedSampler, dataset_labels
 from .transforms import CheckSegMask, ImageDecodeError, LoadImageFromFileStrict
@@ -20,6 +14,5 @@ __all__ = [
     'ANIMAL_MNIST_CLASSES', 'AnimalMNISTSegDataset', 'CheckSegMask', 'ClassBalancedSampler',
     'FGVC_DATASETS',
     'ImageDecodeError', 'LoadImageFromFileStrict', 'VPTFGVCDataset', 'VTAB1kDataset',
-    'VTAB_GROUPS', 'VTAB_TASKS', 'dataset_labels', 'load_animal_mnist', 'prepare_demo_data',
-    'prepare_extra_tasks'
+    'VTAB_GROUPS', 'VTAB_TASKS', 'dataset_labels'
 ]

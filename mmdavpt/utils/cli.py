@@ -1,7 +1,7 @@
 """What ``tools/train.py``, ``tools/test.py`` and ``tools/search.py`` share when they turn a
 command line into a config and a runner, and then train or test (MMPretrain's and MMSeg's tools,
 merged). :func:`run_train` and :func:`run_test` are the two tools after their command line:
-:mod:`mmdavpt.analysis.run` does exactly what they do, in one process."""
+:mod:`mmdavpt_lab.run` does exactly what they do, in one process."""
 import argparse
 import importlib
 import logging

@@ -9,7 +9,7 @@ A method is a config (named by its file stem, or ``NAME=CONFIG``) or a variant: 
 ``--cfg-options``-style overrides, the first config (or ``--base``) unless the variant names its
 own (``--variant no-bg model.guidance.ignore_classes="(0,)"``, ``--variant paper CONFIG
 model.guidance.loss_xp.sample_side=mhsa``).
-For every (method, seed) the script (``mmdavpt.analysis.compare.run_one``)
+For every (method, seed) the script (``mmdavpt_lab.compare.run_one``)
 
 1. trains as ``tools/train.py`` does (``randomness.seed`` = the seed, and the mapping seed
    ``model.guidance.mapping.seed`` too when the model has DA-VPT guidance; ``--iters`` shortens an
@@ -22,7 +22,7 @@ For every (method, seed) the script (``mmdavpt.analysis.compare.run_one``)
 3. writes ``{work_dir}/{method}/seed{S}/compare_result.json``. A run with that file is not run
    again (another ``--work-dir`` reruns it); a run whose training finished is only tested.
 
-All of a run happens in one process (``mmdavpt.analysis.run``, its output in the run's
+All of a run happens in one process (``mmdavpt_lab.run``, its output in the run's
 ``run.out``), forked from a server that imported the package once. Up to ``--jobs`` runs go
 side by side, each a process with ``--threads`` threads (default 1).
 At the end it prints per method the mean ± std over the seeds, the paired difference to
@@ -36,7 +36,7 @@ import argparse
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from mmdavpt.analysis.compare import pool_comparisons, run_comparison
+from mmdavpt_lab.compare import pool_comparisons, run_comparison
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 

@@ -18,7 +18,7 @@ positive prompt is the prompt the CLS token attends to most: the paper's claim t
 prompts become a bridge between the patches and the CLS token, as numbers. They are also written
 to ``DIR/attention_shares.json`` and plotted in ``DIR/attention_shares.png``.
 
-The maps are recomputed from the layers' inputs (:mod:`mmdavpt.analysis.attention`; the model
+The maps are recomputed from the layers' inputs (:mod:`mmdavpt_lab.attention`; the model
 itself keeps fused attention and never builds a map). A second checkpoint is built from
 ``--config2``, else from the config saved in the checkpoint, else from CONFIG. A positional
 argument ending in ``.pth``, ``.pt`` or ``.ckpt`` after CHECKPOINT is the second checkpoint.
@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import Tensor
 
-from mmdavpt.analysis.attention import (
+from mmdavpt_lab.attention import (
     AttentionRecorder,
     LoadedModel,
     format_shares,

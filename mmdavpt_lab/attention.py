@@ -1,7 +1,7 @@
 """The attention of the CLS token and the prompts of a DA-VPT (or VPT) model, recomputed from
 the layers' inputs, and the share of the CLS token's attention that goes to its positive prompt:
 what ``tools/analysis/visualize_attention.py`` draws and prints, and what
-:mod:`mmdavpt.analysis.compare` reports per run (:func:`split_shares`).
+:mod:`mmdavpt_lab.compare` reports per run (:func:`split_shares`).
 
 The model computes attention with fused SDPA and never builds an attention map; this module
 recomputes the maps of the chosen layers only, from the input of each layer's attention (a

@@ -4,7 +4,7 @@
 A *run* is one (method, seed): a training as ``tools/train.py`` does it and tests as
 ``tools/test.py`` does them of the checkpoint it selects (:func:`selection`: the best-val
 checkpoint when the config keeps one, else the final one), all in one process per run
-(:mod:`mmdavpt.analysis.run`, started by :func:`run_one` through :func:`run_process`). Each
+(:mod:`mmdavpt_lab.run`, started by :func:`run_one` through :func:`run_process`). Each
 run leaves a :data:`RESULT_FILE` in its work dir (the marker that it finished, so a rerun skips
 it); :func:`summarize` turns the runs into per-method mean ± std over seeds and the paired
 difference to a baseline with a t interval over seeds; :func:`run_comparison` does all of it.
@@ -26,7 +26,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 from mmengine.config import Config, DictAction
 from scipy import stats
 
-from mmdavpt.analysis.attention import SHARES_JSON
+from mmdavpt_lab.attention import SHARES_JSON
 from mmdavpt.utils import workdir
 from mmdavpt.utils.params import count_config_tunable
 
@@ -43,11 +43,11 @@ MODE_LABELS = {'ss': 'single-scale', 'tta': 'TTA', 'val': 'best val'}
 #: ``train_seconds``; runs of mmdavpt 0.1 before the one-process runs wrote a line of text).
 TRAINED_FILE = 'train.done'
 
-#: The output of a run's process (:mod:`mmdavpt.analysis.run`), appended to on a rerun.
+#: The output of a run's process (:mod:`mmdavpt_lab.run`), appended to on a rerun.
 RUN_LOG = 'run.out'
 
 #: Where the guided models' CLS attention shares are written in a run's work dir
-#: (:func:`mmdavpt.analysis.attention.write_shares`).
+#: (:func:`mmdavpt_lab.attention.write_shares`).
 ATTENTION_DIR = 'attention'
 
 
@@ -373,19 +373,19 @@ def run_command(cmd: List[str], log_path: str, threads: Optional[int], cwd: str)
 #: What the fork server of :func:`run_process` imports once for all runs: the run module (the
 #: package, torch, MMEngine) and what the MMPretrain and MMSeg registries import when a runner is
 #: built in their scope.
-RUN_PRELOAD = ('mmdavpt.analysis.run', 'mmpretrain.datasets', 'mmpretrain.engine',
+RUN_PRELOAD = ('mmdavpt_lab.run', 'mmpretrain.datasets', 'mmpretrain.engine',
                'mmpretrain.evaluation', 'mmpretrain.models', 'mmpretrain.visualization',
                'mmseg.datasets', 'mmseg.engine', 'mmseg.evaluation', 'mmseg.models',
                'mmseg.visualization')
 
 
 def run_process(argv: List[str], log_path: str, threads: Optional[int], cwd: str) -> float:
-    """``python -m mmdavpt.analysis.run ARGV`` in ``cwd`` with ``threads`` intra-op threads
+    """``python -m mmdavpt_lab.run ARGV`` in ``cwd`` with ``threads`` intra-op threads
     (``None``: the default) and its output appended to ``log_path``, as a new process forked from
     a server that imported :data:`RUN_PRELOAD` once (multiprocessing's ``forkserver``): each run
     still gets a process of its own, without the ~7 s of imports that a fresh Python pays.
     Returns the wall time; raises with the log's tail on failure."""
-    from mmdavpt.analysis.run import main_in_child
+    from mmdavpt_lab.run import main_in_child
     ctx = multiprocessing.get_context('forkserver')
     ctx.set_forkserver_preload(list(RUN_PRELOAD))
     start = time.perf_counter()
@@ -395,7 +395,7 @@ def run_process(argv: List[str], log_path: str, threads: Optional[int], cwd: str
     if proc.exitcode != 0:
         with open(log_path) as log:
             tail = ''.join(log.readlines()[-30:])
-        raise RuntimeError(f'mmdavpt.analysis.run {" ".join(argv)} failed ({proc.exitcode}); '
+        raise RuntimeError(f'mmdavpt_lab.run {" ".join(argv)} failed ({proc.exitcode}); '
                            f'see {log_path}:\n{tail}')
     return time.perf_counter() - start
 
@@ -433,7 +433,7 @@ def trained_checkpoint(run_dir: str, cfg: Config) -> Optional[str]:
 
 
 def attention_shares(shares_json: str) -> Optional[Dict[str, float]]:
-    """The CLS -> prompt attention shares of :func:`mmdavpt.analysis.attention.write_shares` at
+    """The CLS -> prompt attention shares of :func:`mmdavpt_lab.attention.write_shares` at
     the last layer measured: ``dict(layer, positive, other)``, ``positive`` the mean share of the
     CLS token's attention on its class's prompt, ``other`` the mean share per other prompt of
     that layer; ``None`` when the layer has no positive prompt (no mapping)."""

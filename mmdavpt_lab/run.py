@@ -1,14 +1,14 @@
-"""One run of a comparison (:func:`mmdavpt.analysis.compare.run_one`), in one process: train as
+"""One run of a comparison (:func:`mmdavpt_lab.compare.run_one`), in one process: train as
 ``tools/train.py`` does, test the selected checkpoint as ``tools/test.py`` does, and measure the
 CLS -> prompt attention shares on val as ``tools/analysis/visualize_attention.py --split val``
 does (each through the same package functions). One process instead of three saves two Python
 starts and model builds per run; the results are the same.
 
-    python -m mmdavpt.analysis.run CONFIG --work-dir RUN_DIR [--train] [--amp]
+    python -m mmdavpt_lab.run CONFIG --work-dir RUN_DIR [--train] [--amp]
         [--test ss [tta]] [--attention-layers L ...] [--cfg-options k=v ...]
 
 Without ``--train`` the run's training must have finished before (its checkpoint is tested).
-Writes :data:`~mmdavpt.analysis.compare.TRAINED_FILE` (JSON: ``train_seconds``) once the
+Writes :data:`~mmdavpt_lab.compare.TRAINED_FILE` (JSON: ``train_seconds``) once the
 training ended, the tests' metrics under ``RUN_DIR/test_{mode}`` and the attention shares under
 ``RUN_DIR/attention``.
 """
@@ -26,8 +26,8 @@ import torch
 from mmengine.config import Config
 
 import mmdavpt  # noqa: F401  registers mmdavpt's modules and the torch.load allowlist
-from mmdavpt.analysis import attention
-from mmdavpt.analysis.compare import (
+from mmdavpt_lab import attention
+from mmdavpt_lab.compare import (
     ATTENTION_DIR,
     TRAINED_FILE,
     merged_config,
@@ -119,7 +119,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 def main_in_child(argv: List[str], log_path: str, threads: Optional[int], cwd: str) -> None:
-    """:func:`main` as the target of a process forked by :func:`mmdavpt.analysis.compare.
+    """:func:`main` as the target of a process forked by :func:`mmdavpt_lab.compare.
     run_process`: in ``cwd``, with ``threads`` intra-op threads (``None``: torch's default), its
     output (Python's and the C libraries') appended to ``log_path``, warnings off."""
     os.chdir(cwd)

@@ -169,7 +169,7 @@ def run_search(cfg: Config,
 
     Args:
         cfg: the training config (its test split is never used).
-        params: the space, from :func:`~mmdavpt.search.parse_space`.
+        params: the space, from :func:`~mmdavpt_lab.search.parse_space`.
         n_trials: finished (complete or pruned) trials the study should have; a study loaded
             from ``storage`` runs only the missing ones.
         work_dir: trial ``k`` trains in ``{work_dir}/trial_{k}``.

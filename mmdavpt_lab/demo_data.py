@@ -46,9 +46,11 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-# Label order of the package data (1,000 images each), as listed in its README.
+# Label order of the package data (the same tuple as ``mmdavpt.datasets.ANIMAL_MNIST_CLASSES``,
+# which this module does not import: importing ``mmdavpt`` imports torch; a test checks they match).
 ANIMAL_MNIST_CLASSES = ('bear', 'bird', 'cat', 'cow', 'dog', 'elephant', 'giraffe', 'horse',
                         'sheep', 'zebra')
+# Label order of the package data (1,000 images each), as listed in its README.
 ANIMAL_MNIST_FILES = ('animal_data_version_3.gz', 'animal_label_version_3.gz')
 
 FORMAT_VERSION = 1

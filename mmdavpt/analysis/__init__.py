@@ -1,1 +1,0 @@
-"""Analysis helpers behind the tools in ``tools/analysis``."""
