@@ -17,7 +17,7 @@ then 500 silhouettes for segmentation training canvases and 200 for validation c
 
 More small tasks, built only when asked (:func:`prepare_extra_tasks`), from the 1,797 real
 handwritten 8 x 8 digits that scikit-learn ships, in the same layout under
-``{out}/extra_vtab/{digits,digit_pairs}/`` (docs/classification.md, "More small tasks"):
+``{out}/extra_vtab/{digits,digit_pairs}/`` (docs/reports/classification.md):
 
 - ``digits``: 10 classes, the 8 x 8 digits; train800 800, val200 200, test 797;
 - ``digit_pairs``: 45 classes ``ab`` (a < b), two digits side by side on a 16 x 16 square;

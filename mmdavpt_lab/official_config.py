@@ -244,7 +244,7 @@ _PROMPT_SIDES = {'vpt': 'raw', 'query': 'query'}
 def _prompt_side(args: Dict[str, object], key: str) -> str:
     if args[key] not in _PROMPT_SIDES:
         hint = ("; mmdavpt has no key prompt side (ClsPromptLoss(prompt_side='key') was tried "
-                'and removed: see docs/evidence.md)' if key == 'vpt_type_for_cls_ml'
+                'and removed: see docs/reports/evidence.md)' if key == 'vpt_type_for_cls_ml'
                 and args[key] == 'key' else '')
         raise ValueError(f'{key}={args[key]!r}: not translated (only {sorted(_PROMPT_SIDES)})'
                          f'{hint}')

@@ -159,7 +159,7 @@ def test_method_settings(configs):
             backbone = cfg.model.backbone
             assert backbone.num_guided_prompts <= min(10, cfg.model.head.num_classes), path
             loss_xp, loss_pcls = cfg.model.guidance.loss_xp, cfg.model.guidance.loss_pcls
-            # docs/evidence.md: the searched winner, rounded
+            # docs/reports/evidence.md: the searched winner, rounded
             for loss in (loss_xp, loss_pcls):
                 assert loss.loss_weight == 0.017 and loss.margin == 0.1, path
             assert loss_xp.temperature == pytest.approx(1 / 160), path
@@ -232,7 +232,8 @@ def test_demo_configs(configs):
                 ('train_dataloader', 'val_dataloader', 'test_dataloader')] == \
             ['train800', 'val200', 'test']
     davpt = configs[CONFIGS / 'demo/vit-s14-imgfocus_davpt_animal-mnist-56px.py']
-    # The settings docs/evidence.md selected on val, unrounded (the demo trains those very runs).
+    # The settings docs/reports/evidence.md selected on val, unrounded (the demo trains those
+    # very runs).
     assert davpt.model.guidance.loss_xp.loss_weight == 0.016756813861488494
     assert davpt.model.guidance.loss_pcls.loss_weight == 0.017134364197119667
     assert davpt.model.guidance.loss_xp.temperature == 1 / 160

@@ -154,7 +154,7 @@ def test_readme_verdict_is_the_one_generated_from_the_recorded_demo_run():
     ``tools/demo_cls.py`` makes of the numbers of the recorded run (its compare.json)."""
     import json
     demo = load_tool('tools/demo_cls.py')
-    with open(ROOT / 'docs' / 'evidence' / 'demo_cls.json') as f:
+    with open(ROOT / 'docs' / 'reports' / 'evidence' / 'demo_cls.json') as f:
         recorded = json.load(f)
     block = demo.readme_block(recorded['table'],
                               demo.verdicts(recorded['runs'], demo.DEFAULT_METHODS))

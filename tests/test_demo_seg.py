@@ -59,8 +59,8 @@ def test_train_then_test_single_and_multi_scale(assets, tmp_path):
                'train_dataloader.batch_size=2', 'train_dataloader.dataset.indices=8',
                'val_dataloader.dataset.indices=2', 'custom_hooks.0.interval=2',
                'default_hooks.logger.interval=1',
-               # the demo's default has no ClsPromptLoss (docs/segmentation.md): add it back so
-               # that both guidance losses run through the CLI
+               # the demo's default has no ClsPromptLoss (docs/reports/segmentation.md): add it
+               # back so that both guidance losses run through the CLI
                'model.guidance.loss_pcls.type=ClsPromptLoss',
                'model.guidance.loss_pcls.loss_weight=0.1')
     assert 'DAVPTViT: loaded' in out

@@ -72,7 +72,8 @@ def test_bad_shapes_raise():
 
 
 def test_cls_key_prompt_side_was_removed():
-    """prompt_side='key' was tried and removed (docs/evidence.md); the error names the rest."""
+    """prompt_side='key' was tried and removed (docs/reports/evidence.md); the error names the
+    rest."""
     with pytest.raises(ValueError, match=r"ClsPromptLoss must be one of \('query', 'raw'\), "
                                          r"got 'key'$"):
         ClsPromptLoss(prompt_side='key')

@@ -206,7 +206,8 @@ def test_refusals_name_the_key():
         with pytest.raises(ValueError, match=match):
             translate_official_config(base + '\n' + extra)
     with pytest.raises(ValueError, match=r"vpt_type_for_cls_ml='key': not translated \(only.*"
-                                         r"mmdavpt has no key prompt side .*docs/evidence\.md"):
+                                         r"mmdavpt has no key prompt side .*"
+                                         r"docs/reports/evidence\.md"):
         translate_official_config(base + '\nvpt_type_for_cls_ml:"key"')
     with pytest.raises(ValueError, match=r"vpt_type_for_patch_ml='key': not translated \(only"):
         translate_official_config(base + '\nvpt_type_for_patch_ml:"key"')

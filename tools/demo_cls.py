@@ -20,7 +20,8 @@
    the table and the sentences into the README's generated block (:func:`readme_block`).
 
 A finished (method, seed) is not run again (same work dir, same config). No network, no GPU:
-about 13 minutes on 2 idle CPU cores with the defaults (13.2 measured, docs/classification.md).
+about 13 minutes on 2 idle CPU cores with the defaults (13.2 measured,
+docs/reports/classification.md).
 """
 import argparse
 import os
@@ -98,7 +99,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--jobs', type=int, default=2, help='runs side by side (one thread each)')
     parser.add_argument('--epochs', type=int, default=EPOCHS,
                         help=f'training epochs (default {EPOCHS}: the configs\' 4, shortened to '
-                        'fit 15 minutes; 4 trains them in full, as docs/evidence.md does)')
+                        'fit 15 minutes; 4 trains them in full, as docs/reports/evidence.md does)')
     parser.add_argument('--work-dir', default=osp.join('work_dirs', 'demo_cls'))
     parser.add_argument('--readme',
                         help="write the table and the verdict into this README's generated block")

@@ -17,7 +17,7 @@
    (``{work_dir}/compare.json``, ``compare.png``).
 
 The defaults (3 seeds, 200 iterations) took 13.3-13.5 minutes on 2 idle cores
-(docs/segmentation.md). Nothing is downloaded.
+(docs/reports/segmentation.md). Nothing is downloaded.
 """
 import argparse
 import os

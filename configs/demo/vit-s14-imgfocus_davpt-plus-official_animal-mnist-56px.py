@@ -4,7 +4,7 @@
 # beta = lambda = 0.01), biases of k, v, proj, fc2 and the LayerNorms + CLS token, class-balanced
 # batches of 16 class slots x 2 images (10 classes: every class in every batch), weight decay
 # 0.05 / none on biases / 3 on the head's weight, gradient values clipped at 10; the demo base's
-# learning rate 5e-3 (the one it was measured with, docs/evidence.md).
+# learning rate 5e-3 (the one it was measured with, docs/reports/evidence.md).
 _base_ = ['./vit-s14-imgfocus_davpt_animal-mnist-56px.py']
 model = dict(
     backbone=dict(bias_tuning=('k', 'v', 'proj', 'fc2', 'norm'), train_cls_token=True,

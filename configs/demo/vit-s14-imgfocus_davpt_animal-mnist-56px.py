@@ -1,7 +1,7 @@
 # Demo: DA-VPT, 5 prompts in layers 1-11 and M = 5 guided prompts in the last layer: fewer than
 # the 10 classes, so the k-means mapping groups classes (re-clustered after every epoch).
-# The loss settings are the best of the equal-budget search on val (docs/evidence.md; written
-# unrounded so that this config trains exactly the runs measured there): beta = 0.0168 and a
+# The loss settings are the best of the equal-budget search on val (docs/reports/evidence.md;
+# written unrounded so that this config trains exactly the runs measured there): beta = 0.0168 and a
 # sharper L_ML(x, p) (1/tau = 160, margin 0.1) on the MHSA output after the output projection
 # ('mhsa_proj'), lambda = 0.0171 (1/tau = 32). The paper's reading (beta = lambda = 0.1, 1/tau =
 # 32, the pre-projection MHSA 'mhsa') lost on val on all three small tasks, badly on the 45-class

@@ -1,7 +1,7 @@
 # Demo on digit-pairs (two of scikit-learn's real handwritten digits, 45 classes): the settings of
 # vit-s14-imgfocus_vpt-deep-plus_animal-mnist-56px.py
 # with only the data and the number of classes changed. Data: tools/prepare_demo_data.py
-# --tasks digit-pairs (docs/classification.md, "More small tasks").
+# --tasks digit-pairs (docs/reports/classification.md).
 _base_ = ['./vit-s14-imgfocus_vpt-deep-plus_animal-mnist-56px.py']
 task_data = dict(data_root='data/extra_vtab', task='digit_pairs')
 train_dataloader = dict(dataset=task_data)

@@ -34,7 +34,7 @@ class PromptGuidance(nn.Module):
         ignore_classes: classes left out of the guidance, e.g. ``(0, )`` for a background class
             that dominates the patches: their patches are neither positives nor negatives of
             ``L_ML(x, p)``, they are not CLS positives of ``L_ML(p, x_cls)``, and they are not
-            clustered (the other classes share the M prompts). See ``docs/segmentation.md``.
+            clustered (the other classes share the M prompts). See ``docs/reports/segmentation.md``.
 
     In a distributed run the losses see the samples of every rank (the global batch): the
     log-sum-exp over a prompt's samples does not split into per-rank terms, so each rank gathers

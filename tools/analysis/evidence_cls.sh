@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The classification evidence of docs/evidence.md (issue 16), end to end; each step resumes.
+# The classification evidence of docs/reports/evidence.md, end to end; each step resumes.
 #
 #   bash tools/analysis/evidence_cls.sh [search|compare|all]    (default: all)
 #   TASKS="digits" SEEDS="0 1" JOBS=1 bash tools/analysis/evidence_cls.sh compare  # a part of it
@@ -10,12 +10,12 @@
 # 2. compare: on Animal-MNIST, digits and digit-pairs, seeds 0-2, the methods below through
 #    tools/analysis/compare_methods.py (train, validate every epoch, test the best-val checkpoint
 #    once, CLS attention shares on val); work_dirs/evidence/{task}/compare.json.
-# (ClsPromptLoss(prompt_side='key') was compared too and then removed: docs/evidence.md has the
-# command and the commit it ran at.)
+# (ClsPromptLoss(prompt_side='key') was compared too and then removed: docs/reports/evidence.md
+# has the command and the commit it ran at.)
 # Every method spells out the settings it was run with, so that it keeps meaning the same run when
 # the demo configs' defaults change.
 # The searched values are written below as the search printed them (its *_best.py configs).
-# About 2 hours on 2 idle CPU cores (docs/evidence.md).
+# About 2 hours on 2 idle CPU cores (docs/reports/evidence.md).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}

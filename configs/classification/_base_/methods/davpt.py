@@ -3,7 +3,8 @@
 # prompts' query projections) + lam * L_ML(p, x_cls). The classes are mapped onto the M prompts by
 # k-means of the class means before training and re-clustered after every epoch
 # (SemanticMappingHook). Loss settings: the winner of the equal-budget search on val of
-# docs/evidence.md (small offline tasks with a ViT-S/14; not measured on VTAB or FGVC), rounded:
+# docs/reports/evidence.md (small offline tasks with a ViT-S/14; not measured on VTAB or FGVC),
+# rounded:
 # beta = lam = 0.017, L_ML(x, p) sharper (1/tau = 160, margin 0.1) on the MHSA output after the
 # output projection ('mhsa_proj'), L_ML(p, x_cls) at 1/tau = 32. The paper's reading (beta = lam
 # = 0.1, 1/tau = 32, the pre-projection 'mhsa') lost on all three of those tasks: set
