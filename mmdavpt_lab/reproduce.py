@@ -858,8 +858,8 @@ def protocol_text(table: str) -> str:
 
 def _ours_text(cell: dict) -> str:
     """Ours: mean ± std (and how many seeds when not all), or why there is no number:
-    ``failed`` (a run of the cell failed), ``not run`` (none of its runs started),
-    ``incomplete`` (some did)."""
+    ``failed`` (a run of the cell failed), ``incomplete`` (some of its runs are done or
+    started), ``not planned (--tasks)``, ``not run``."""
     stat = cell['ours']
     if cell['kind'] == 'params':
         return 'n/a' if stat['mean'] is None else _fmt(stat['mean'], 3)
@@ -867,11 +867,11 @@ def _ours_text(cell: dict) -> str:
         states = {i['state'] for i in cell['issues']}
         if FAILED in states:
             return 'failed'
+        if cell['partial']:
+            return 'incomplete'
         if states == {NOT_PLANNED}:
             return NOT_PLANNED
-        if not cell['partial'] and states <= {NOT_RUN, BLOCKED, NOT_PLANNED}:
-            return 'not run'
-        return 'incomplete'
+        return 'not run' if states <= {NOT_RUN, BLOCKED, NOT_PLANNED} else 'incomplete'
     text = _fmt(stat['mean'])
     if stat['std'] is not None:
         text += f' ± {_fmt(stat["std"])}'
