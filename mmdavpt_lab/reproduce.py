@@ -31,6 +31,7 @@ import os
 import os.path as osp
 import shlex
 import subprocess
+import sys
 import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -270,11 +271,15 @@ def stage_options(cfg: Config, table: str, stage: str, seed: int, gpus: int,
     return options
 
 
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def plan(table: str, *, methods: Optional[Sequence[str]] = None,
          pretrains: Sequence[str] = ('in21k', ), seeds: Sequence[int] = (0, 1, 2),
          work_root: str = 'work_dirs/reproduce', tasks: Optional[Sequence[str]] = None,
          cfg_options: Sequence[str] = (), data_root: Optional[str] = None, gpus: int = 1,
-         root: str = ROOT) -> List[Run]:
+         root: str = ROOT, log: Callable[[str], None] = _stderr) -> List[Run]:
     """Every run of a table, in launch order: per (method, pre-training, task, seed) the
     selection run (classification) and then the final run.
 
@@ -289,6 +294,7 @@ def plan(table: str, *, methods: Optional[Sequence[str]] = None,
         data_root: the data folder (:func:`data_root_options`).
         gpus: GPUs per run; the per-GPU batch keeps the protocol's total batch.
         root: the repository root.
+        log: where the progress goes (default: stderr).
 
     Raises:
         ValueError, FileNotFoundError: a bad choice, a missing config, an option that the
@@ -312,6 +318,10 @@ def plan(table: str, *, methods: Optional[Sequence[str]] = None,
         raise ValueError(f'gpus must be >= 1, got {gpus}')
     user = list(cfg_options)
     user_keys = [_option_key(o) for o in user]
+    stages = ('select', 'final') if fam == 'cls' else ('final', )
+    total = len(methods) * len(pretrains) * len(tasks) * len(seeds) * len(stages)
+    log(f'[reproduce] planning {total} runs of {table}: reading and digesting each merged '
+        'config')
     configs = _Configs()
     runs = []
     for method in methods:
@@ -321,7 +331,7 @@ def plan(table: str, *, methods: Optional[Sequence[str]] = None,
                 base = configs.merged(config, user)
                 for seed in seeds:
                     previous = None
-                    for stage in (('select', 'final') if fam == 'cls' else ('final', )):
+                    for stage in stages:
                         options = user + stage_options(base, table, stage, seed, gpus,
                                                        user_keys, data_root)
                         cfg = configs.merged(config, options)
