@@ -81,9 +81,6 @@ DONE, TRAINED, INTERRUPTED, FAILED, INCOMPLETE, NOT_RUN, BLOCKED = (
 #: A task of the table that --tasks left out.
 NOT_PLANNED = 'not planned (--tasks)'
 
-_SEG_DATA = {'ade20k': 'ade20k', 'pascal-context-59': 'pascal-context-59',
-             'pascal-context-60': 'pascal-context-60'}
-
 
 def family(table: str) -> str:
     """``'cls'`` (VTAB-1k, FGVC) or ``'seg'``."""
@@ -126,7 +123,7 @@ def config_path(table: str, method: str, task: str, pretrain: str = 'in21k',
             raise FileNotFoundError(f'no config {path}')
         return path
     folder = osp.join(root, 'configs', 'segmentation')
-    prefix, suffix = f'setr_pup_{method}_vit-l_', f'_{_SEG_DATA[table]}-'
+    prefix, suffix = f'setr_pup_{method}_vit-l_', f'_{table}-'
     found = sorted(f for f in os.listdir(folder)
                    if f.startswith(prefix) and suffix in f and f.endswith('.py'))
     if len(found) != 1:
@@ -468,6 +465,20 @@ def _job_name(run: Run, step: str) -> str:
     return f'{run.name}_s{run.seed}_{run.stage}_{step}'
 
 
+def check_launcher(launcher: str, gpus: int, partition: Optional[str]) -> None:
+    """Refuse a launcher that cannot run the plan as asked.
+
+    Raises:
+        ValueError: an unknown launcher, slurm without a partition, several GPUs in-process.
+    """
+    check_choice('launcher', launcher, LAUNCHERS)
+    if launcher == 'slurm' and not partition:
+        raise ValueError('--launcher slurm needs --partition')
+    if launcher == 'none' and gpus != 1:
+        raise ValueError(f'--launcher none trains on one device; --gpus {gpus} needs '
+                         '--launcher pytorch or slurm')
+
+
 def steps(run: Run, state: RunState, *, launcher: str = 'none', gpus: int = 1,
           partition: Optional[str] = None, python: str = 'python') -> List[Step]:
     """The commands that bring a run from ``state`` to done: the training (``--resume`` when
@@ -477,12 +488,7 @@ def steps(run: Run, state: RunState, *, launcher: str = 'none', gpus: int = 1,
         launcher: ``'none'`` (``python tools/train.py``), ``'pytorch'`` (``tools/dist_*.sh``)
             or ``'slurm'`` (``tools/slurm_*.sh`` on ``partition`` with ``GPUS=gpus``).
     """
-    check_choice('launcher', launcher, LAUNCHERS)
-    if launcher == 'slurm' and not partition:
-        raise ValueError('--launcher slurm needs --partition')
-    if launcher == 'none' and gpus != 1:
-        raise ValueError(f'--launcher none trains on one device; --gpus {gpus} needs '
-                         '--launcher pytorch or slurm')
+    check_launcher(launcher, gpus, partition)
     tools = osp.join(ROOT, 'tools')
     config, options = _rel(run.config), ['--cfg-options', *run.cfg_options]
     out = []
@@ -546,10 +552,10 @@ def run_record(run: Run) -> dict:
     return record
 
 
-def _in_process(run: Run, step: Step) -> Optional[str]:
+def _in_process(run: Run, step: Step) -> None:
     """Run a step as ``tools/train.py`` / ``tools/test.py`` do, in this process
-    (:func:`mmdavpt.utils.cli.run_train`, :func:`mmdavpt_lab.run.evaluate`); returns the log of
-    the step's runner."""
+    (:func:`mmdavpt.utils.cli.run_train`, :func:`mmdavpt_lab.run.evaluate`); its log is the
+    runner's (:func:`_latest_log`)."""
     import gc
 
     import mmdavpt  # noqa: F401  registers mmdavpt's modules and the torch.load allowlist
@@ -563,10 +569,9 @@ def _in_process(run: Run, step: Step) -> Optional[str]:
     else:
         evaluate(run.config, run.cfg_options, run.checkpoint, run.work_dir, step.mode)
     gc.collect()
-    return None
 
 
-def _subprocess(run: Run, step: Step) -> Optional[str]:
+def _subprocess(run: Run, step: Step) -> None:
     """Run a step's command with its output in ``{work_dir}/reproduce_{step}.log``; raises
     :class:`RuntimeError` on a non-zero exit."""
     log = osp.join(run.work_dir, STEP_LOG.format(step.name))
@@ -577,7 +582,6 @@ def _subprocess(run: Run, step: Step) -> Optional[str]:
                                env=dict(os.environ, **step.env))
     if code:
         raise RuntimeError(f'{step.argv[1]} exited with {code}')
-    return log
 
 
 def _check_step(run: Run, step: Step) -> None:
@@ -603,6 +607,7 @@ def execute(runs: Sequence[Run], *, launcher: str = 'none', gpus: int = 1,
     Returns:
         work dir -> the run's state afterwards.
     """
+    check_launcher(launcher, gpus, partition)
     states: Dict[str, RunState] = {}
     launch = _in_process if launcher == 'none' else _subprocess
     for run in runs:
@@ -643,6 +648,7 @@ def describe(runs: Sequence[Run], *, launcher: str = 'none', gpus: int = 1,
              partition: Optional[str] = None) -> str:
     """The plan as text: a summary line, then per run its state and the commands that would
     bring it to done (``--dry-run``)."""
+    check_launcher(launcher, gpus, partition)
     lines, counts = [], {}
     for run in runs:
         state = run_state(run)
@@ -717,7 +723,7 @@ def _group_tasks(table: str, column: str) -> List[str]:
 
 
 COLUMN_NAMES = {'ss': 'single-scale mIoU', 'ms': 'multi-scale mIoU (--tta)',
-                'mean': 'mean', 'params_m': 'tunable params (M)'}
+                'params_m': 'tunable params (M)'}
 
 
 def _fmt(value: Optional[float], digits: int = 2) -> str:
@@ -900,7 +906,9 @@ def _diff_text(cell: dict) -> str:
     return f'{cell["diff"]:+.3f}' if cell['kind'] == 'params' else f'{cell["diff"]:+.2f}'
 
 
-def _column_name(column: str) -> str:
+def _column_name(column: str, table: str) -> str:
+    if column == 'mean':
+        return 'mean of the groups' if table == 'vtab1k' else 'mean of the datasets'
     return COLUMN_NAMES.get(column, column.capitalize() if column in VTAB_GROUPS else column)
 
 
@@ -915,9 +923,9 @@ def format_markdown(result: dict) -> str:
            f'{result["paper"]["transcribed_from"]}.', '']
     header = ['Pre-training', 'Method', 'Column', 'Ours', 'Paper', 'Ours - paper', 'Paper table']
     main = [c for c in result['cells'] if c['kind'] != 'task']
-    out.append(format_table(header, [[c['pretrain'], c['method'], _column_name(c['column']),
-                                      _ours_text(c), _paper_text(c), _diff_text(c),
-                                      c['paper_table'] or '-'] for c in main]))
+    out.append(format_table(header, [
+        [c['pretrain'], c['method'], _column_name(c['column'], table), _ours_text(c),
+         _paper_text(c), _diff_text(c), c['paper_table'] or '-'] for c in main]))
     tasks = [c for c in result['cells'] if c['kind'] == 'task']
     if tasks:
         selection = _selection_by_task(result['runs'])
