@@ -6,6 +6,7 @@ import json
 import os
 import os.path as osp
 import re
+import subprocess
 
 import pytest
 
@@ -175,6 +176,29 @@ def test_slurm_launch_goes_through_slurm_train_and_a_step_that_leaves_nothing_fa
     assert final.state == reproduce.BLOCKED
     with open(osp.join(runs[0].work_dir, reproduce.RUN_RECORD)) as f:
         assert json.load(f)['digest'] == runs[0].digest
+
+
+def test_slurm_test_script_runs_test_py_under_srun(tmp_path):
+    """tools/slurm_test.sh, which the slurm launcher tests with, as slurm_train.sh trains."""
+    fake = tmp_path / 'bin' / 'srun'
+    fake.parent.mkdir()
+    fake.write_text('#!/usr/bin/env bash\necho "MASTER_PORT=$MASTER_PORT" > "$RECORD"\n'
+                    'printf "%s\\n" "$@" >> "$RECORD"\n')
+    fake.chmod(0o755)
+    record = tmp_path / 'srun.txt'
+    env = dict(os.environ, PATH=f'{fake.parent}:{os.environ["PATH"]}', RECORD=str(record),
+               GPUS='4', GPUS_PER_NODE='4', PORT='29613', PYTHON='mypython')
+    subprocess.run(['bash', osp.join(REPO, 'tools', 'slurm_test.sh'), 'gpu', 'job', 'cfg.py',
+                    'w/iter_80000.pth', '--work-dir', 'w/test_tta', '--tta'], env=env,
+                   check=True)
+    lines = record.read_text().splitlines()
+    assert lines[0] == 'MASTER_PORT=29613'
+    assert lines[1:9] == ['-p', 'gpu', '--job-name=job', '--gres=gpu:4', '--ntasks=4',
+                          '--ntasks-per-node=4', '--cpus-per-task=5', '--kill-on-bad-exit=1']
+    assert lines[9:11] == ['mypython', '-u']
+    assert osp.samefile(lines[11], osp.join(REPO, 'tools', 'test.py'))
+    assert lines[12:] == ['cfg.py', 'w/iter_80000.pth', '--launcher', 'slurm', '--work-dir',
+                          'w/test_tta', '--tta']
 
 
 # ---- a real run on a tiny VTAB-1k tree -------------------------------------------------------
