@@ -201,6 +201,46 @@ def test_slurm_test_script_runs_test_py_under_srun(tmp_path):
                           'w/test_tta', '--tta']
 
 
+def _fake_test(work_dir, mode, metrics):
+    """What tools/test.py --work-dir {work_dir}/test_{mode} leaves: its metrics file."""
+    run = osp.join(work_dir, f'test_{mode}', '20260101_000000')
+    os.makedirs(run)
+    with open(osp.join(run, '20260101_000000.json'), 'w') as f:
+        json.dump(metrics, f)
+
+
+def test_segmentation_table_single_and_multi_scale_and_a_failed_seed_is_named(tmp_path):
+    """Seed 0 done (its checkpoint and both tests), seed 1 failed: the mean is seed 0's, said to
+    be 1 of 2 seeds, and seed 1 is listed as failed with its log."""
+    runs = reproduce.plan('ade20k', methods=['davpt'], seeds=[0, 1], work_root=str(tmp_path))
+    done, failed = runs
+    os.makedirs(done.work_dir)
+    open(done.checkpoint, 'wb').close()
+    _fake_test(done.work_dir, 'ss', {'mIoU': 44.10, 'aAcc': 80.0})
+    _fake_test(done.work_dir, 'tta', {'mIoU': 46.07})
+    os.makedirs(failed.work_dir)
+    log = osp.join(failed.work_dir, 'reproduce_train.log')
+    with open(osp.join(failed.work_dir, reproduce.FAILED_RECORD), 'w') as f:
+        json.dump(dict(step='train', error='RuntimeError: CUDA out of memory', log=log), f)
+    result = reproduce.collect(runs, count_params=False)
+    ss, ms, params = result['cells']
+    assert (ss['column'], ss['ours']['mean'], ss['ours']['n'], ss['paper']) == \
+        ('ss', 44.10, 1, 45.10)
+    assert ss['diff'] == pytest.approx(-1.0) and ms['diff'] == pytest.approx(-1.0)
+    assert ss['issues'] == [dict(task='ade20k', seed=1, stage='final', state='failed', log=log)]
+    assert params['ours']['mean'] is None and params['paper'] == 13.6
+    text = reproduce.format_markdown(result)
+    assert re.search(r'\| in21k +\| davpt +\| single-scale mIoU +\| 44\.10 \(1 of 2 seeds\) +\| '
+                     r'45\.10 +\| -1\.00 +\| seg-setr-pup-vit-l', text)
+    assert re.search(r'\| multi-scale mIoU \(--tta\) +\| 46\.07 \(1 of 2 seeds\) +\| 47\.07 ',
+                     text)
+    assert re.search(rf'seed 1 final +\| failed +\| {re.escape(log)} +\| RuntimeError: CUDA out',
+                     text)
+    rows = list(csv.DictReader(reproduce.format_csv(result).splitlines()))
+    assert rows[0]['issues'] == f'ade20k seed 1 final: failed (log: {log})'
+    assert rows[0]['seeds_done'] == '1' and rows[0]['seeds_planned'] == '2'
+
+
 # ---- a real run on a tiny VTAB-1k tree -------------------------------------------------------
 @pytest.fixture(scope='module')
 def real_run(tmp_path_factory):
