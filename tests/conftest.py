@@ -298,3 +298,21 @@ def reference_loss(samples, prompts, positive, margin, temperature, positive_nor
         neg_terms.append(math.log(1 + neg_sum))
     denominator = M if positive_norm == 'all' else max(len(pos_terms), 1)
     return sum(pos_terms) / denominator + sum(neg_terms) / M
+
+
+# ---- synthetic timing series ------------------------------------------------------------------
+def exact_series(mean: float, std: float, n: int) -> list:
+    """``n`` evenly spaced values with exactly this mean and sample standard deviation."""
+    raw = [i - (n - 1) / 2 for i in range(n)]
+    scale = std / math.sqrt(sum(v * v for v in raw) / (n - 1))
+    return [mean + scale * v for v in raw]
+
+
+def paired_times(ratio: float, log_std: float, n: int, base_s: float = 3.0) -> tuple:
+    """(model, baseline) times in seconds of ``n`` rounds: the baseline swings with the load
+    (1x to 3.7x, the same for both within a round), the model is ``ratio`` times slower with log
+    ratios of sample standard deviation ``log_std`` (geometric mean exactly ``ratio``)."""
+    load = [1 + 3 * ((7 * r) % n) / n for r in range(n)]
+    base = [base_s * f for f in load]
+    logs = exact_series(math.log(ratio), log_std, n)
+    return [b * math.exp(d) for b, d in zip(base, logs)], base

@@ -1,7 +1,8 @@
-"""What DA-VPT costs: train-step time, peak memory, eval throughput and tunable parameters.
+"""What DA-VPT costs: train-step time, peak memory, eval throughput and tunable parameters,
+every time ratio with its confidence interval and every target with a three-way verdict.
 
     python tools/analysis/benchmark.py --arch b --img-size 224 --batch-size 8 \\
-        --methods linear,vpt_deep,davpt,davpt_plus,full --steps 10 --warmup 2 \\
+        --methods linear,vpt_deep,davpt,davpt_plus,full --rounds 10 --warmup 2 \\
         --num-prompts 10 --num-classes 100 --out work_dirs/benchmark.json [--device cuda] [--amp]
 
 Every method is a classifier with a linear head on the final CLS token:
@@ -13,12 +14,20 @@ Every method is a classifier with a linear head on the final CLS token:
 - ``davpt_plus``: ``davpt`` that also tunes the key and value biases and the CLS token.
 - ``full``: MMPretrain's ``VisionTransformer``, every parameter trained.
 
+How it times (:mod:`mmdavpt_lab.timing`): all models live in this process and are called
+round-robin, one call of each per round, the order rotating every round, so that load drift
+(other jobs, clock changes) hits the models of a round alike; ``--rounds`` timed rounds follow
+``--warmup`` untimed ones. Each call's wall time and this process's CPU time are kept (on CUDA:
+the wall time between CUDA events around the call, and the host's CPU time). A ratio of two
+models is the geometric mean of their per-round ratios with a Student-t interval over the
+rounds (``--confidence``, 95 % by default), for the wall and for the CPU times.
+
 What is measured (``results[method]`` in the JSON):
 
 - ``train_step_s``: median wall time of one training step (forward, every loss, backward, AdamW
-  step) over ``--steps`` steps after ``--warmup`` untimed ones. All methods live in this process
-  and are stepped round-robin, the order rotating every round, so that load drift (other jobs,
-  clock changes) hits every method alike.
+  step); ``train_step`` / ``train_step_cpu``: the median, mean and interquartile range of the
+  wall / CPU times (a :class:`torch.utils.benchmark.Measurement`'s), ``train_step_all_s`` /
+  ``train_step_cpu_all_s`` every round's.
 - ``peak_mem_mb``: peak memory of training over the built model, in a fresh child process per
   method. CUDA: ``max_memory_allocated`` minus the memory allocated after the build. CPU: peak
   resident memory (VmHWM) minus the resident memory after the build; one untimed step first
@@ -26,14 +35,22 @@ What is measured (``results[method]`` in the JSON):
   free heap pages are returned to the system and the peak is reset, so the number holds
   activations, gradients, optimizer state and temporaries only.
 - ``eval_img_per_s``: images per second of the classifier's forward in eval mode without
-  gradients, round-robin like the training steps.
+  gradients (median), round-robin like the training steps (``--eval-rounds``); ``eval``,
+  ``eval_cpu``, ``eval_all_s``, ``eval_cpu_all_s`` as for the training step.
 - ``tunable_params``: parameters with ``requires_grad``, head included.
 
 ``reference`` times the backbone forward (eval) of MMPretrain's ``VisionTransformer`` against
-:class:`DAVPTViT` with ``--num-prompts`` prompts per layer and without prompts
-(``eval_ratio_vs_upstream``); ``ratios_vs_vpt_deep`` divides by VPT-Deep; ``remap`` times one
-:meth:`SemanticMapping.remap` (first clustering, then warm-started); ``checks`` compares the
-ratios with the targets of the performance issue.
+:class:`DAVPTViT` with ``--num-prompts`` prompts per layer and without prompts;
+``eval_ratio_vs_upstream`` holds their ratios (``with_prompts``, ``no_prompts``,
+``prompts_vs_no_prompts``, each also ``_cpu``) and ``ratios_vs_vpt_deep`` the methods' ratios to
+VPT-Deep (``train_step``, ``train_step_cpu``, ``eval_time``, ``eval_time_cpu``), each a
+``dict(ratio, low, high, n, log_std, confidence)``; ``peak_mem`` is a plain ratio. ``remap``
+times one :meth:`SemanticMapping.remap` (first clustering, then warm-started). ``checks`` gives
+each target of the performance issue (:data:`TARGETS`) its interval, its verdict (``met``:
+the interval lies at or below the limit; ``over``: above it; ``cannot tell at this noise``)
+and, when undecided, ``rounds_to_resolve``: roughly how many rounds of the same spread would
+decide it. ``machine`` (CPU model, cores, torch and its threads), ``load_before`` and
+``load_after`` (the load average) and ``seconds`` record the state the figures were taken in.
 
 A training step is ``model.train_step`` as ``tools/train.py`` runs it, less the data
 preprocessor: the loss under the optimizer wrapper's ``optim_context``, ``parse_losses``, then
@@ -48,7 +65,6 @@ import argparse
 import json
 import os
 import os.path as osp
-import platform
 import resource
 import statistics
 import time
@@ -68,6 +84,19 @@ from mmdavpt.registry import build_model
 from mmdavpt.utils import CPUAmpOptimWrapper
 from mmdavpt.utils.memory import measuring_pool, release_free_heap, reset_peak_rss, rss_kib
 from mmdavpt.utils.params import count_tunable
+from mmdavpt_lab.timing import (
+    CANNOT_TELL,
+    MET,
+    OVER,
+    check_target,
+    clock_for,
+    format_interval,
+    geometric_mean_interval,
+    machine_state,
+    paired_ratio_interval,
+    round_robin,
+    spread,
+)
 
 METHODS = ('linear', 'vpt_deep', 'davpt', 'davpt_plus', 'full')
 LABELS = dict(linear='Linear', vpt_deep='VPT-Deep', davpt='DA-VPT', davpt_plus='DA-VPT+',
@@ -217,35 +246,6 @@ def synchronize(device: torch.device) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # timing
-def round_robin(names: Sequence[str], fns: Dict[str, Callable[[], object]], rounds: int,
-                warmup: int, device: torch.device,
-                check: Optional[Callable[[str, object], None]] = None
-                ) -> Tuple[Dict[str, List[float]], Dict[str, List[float]]]:
-    """Call every ``fns[name]`` once per round, the order rotating each round.
-
-    Returns the wall times and the CPU times of this process (all its threads), in seconds, of
-    the rounds after ``warmup``. The CPU time hardly counts the time the process waits while
-    other jobs run, so on a shared machine it is the steadier measure of the work; on CUDA it
-    is only the host's share. ``check(name, result)`` runs outside the timed window.
-    """
-    wall = {n: [] for n in names}
-    cpu = {n: [] for n in names}
-    for r in range(warmup + rounds):
-        shift = r % len(names)
-        for name in list(names[shift:]) + list(names[:shift]):
-            synchronize(device)
-            start, start_cpu = time.perf_counter(), time.process_time()
-            result = fns[name]()
-            synchronize(device)
-            elapsed, elapsed_cpu = time.perf_counter() - start, time.process_time() - start_cpu
-            if r >= warmup:
-                wall[name].append(elapsed)
-                cpu[name].append(elapsed_cpu)
-            if check is not None:
-                check(name, result)
-    return wall, cpu
-
-
 def reference_backbones(trainers: Dict[str, Trainer],
                         args: argparse.Namespace) -> Dict[str, nn.Module]:
     """The eval-speed references: MMPretrain's ViT, DAVPTViT with and without prompts (taken
@@ -342,7 +342,8 @@ def time_remap(num_classes: int, feat_dim: int, num_prompts: Sequence[int],
                repeats: int) -> Dict[str, dict]:
     """Seconds of one :meth:`SemanticMapping.remap`: the first clustering (k-means++, the
     mapping's default restarts) and a warm start from the previous centroids (medians of
-    ``repeats`` fresh mappings), on class means drawn around 25 latent groups."""
+    ``repeats`` fresh mappings, and every repeat: ``first_all_s``, ``warm_all_s``), on class
+    means drawn around 25 latent groups."""
     g = torch.Generator().manual_seed(0)
     groups = torch.randn(25, feat_dim, generator=g)
     centers = groups[torch.arange(num_classes) % 25] + 0.5 * torch.randn(
@@ -364,6 +365,7 @@ def time_remap(num_classes: int, feat_dim: int, num_prompts: Sequence[int],
                 runs[kind].append(time.perf_counter() - start)
                 runs[f'{kind}_kmeans'].append(result.kmeans_seconds)
         out[str(M)] = {f'{k}_s': statistics.median(v) for k, v in runs.items()}
+        out[str(M)].update(first_all_s=runs['first'], warm_all_s=runs['warm'])
     return out
 
 
@@ -372,29 +374,59 @@ def ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
     return None if a is None or not b else a / b
 
 
+def ratio_pair(a: str, b: str, wall: Dict[str, List[float]], cpu: Dict[str, List[float]],
+               confidence: float) -> Tuple[dict, dict]:
+    """:func:`paired_ratio_interval` of ``a / b`` over the rounds, of the wall and CPU times."""
+    return (paired_ratio_interval(wall[a], wall[b], confidence),
+            paired_ratio_interval(cpu[a], cpu[b], confidence))
+
+
 def checks(report: dict) -> Dict[str, dict]:
-    """Each target of the performance issue that this run measured: value, limit, met."""
+    """Each target of the performance issue that this run measured, with its verdict
+    (:func:`mmdavpt_lab.timing.check_target`), in the order of :data:`TARGETS`.
+
+    A time ratio's verdict is that of its wall-time interval (what a user waits for), with the
+    CPU-time interval's verdict beside it (``cpu``); the remap's is that of the interval of the
+    slowest remap (M, first or warm) over ``--remap-repeats``. Peak memory is one measurement
+    per method, with no interval: its verdict is that of the value.
+    """
     r, ref = report['ratios_vs_vpt_deep'], report['eval_ratio_vs_upstream']
-    values = {
-        'train_step davpt / vpt_deep': r.get('davpt', {}).get('train_step'),
-        'train_step davpt_plus / vpt_deep': r.get('davpt_plus', {}).get('train_step'),
-        'peak_mem davpt / vpt_deep': r.get('davpt', {}).get('peak_mem'),
-        'eval backbone with prompts / upstream': ref.get('with_prompts'),
-        'eval backbone no prompts / upstream': ref.get('no_prompts'),
-    }
+    found = {}
+    for name, method in (('train_step davpt / vpt_deep', 'davpt'),
+                         ('train_step davpt_plus / vpt_deep', 'davpt_plus')):
+        if method in r:
+            found[name] = dict(check_target(r[method]['train_step'], TARGETS[name]),
+                               cpu=check_target(r[method]['train_step_cpu'], TARGETS[name]))
+    for name, key in (('eval backbone with prompts / upstream', 'with_prompts'),
+                      ('eval backbone no prompts / upstream', 'no_prompts')):
+        found[name] = dict(check_target(ref[key], TARGETS[name]),
+                           cpu=check_target(ref[f'{key}_cpu'], TARGETS[name]))
+    name = 'peak_mem davpt / vpt_deep'
+    mem = r.get('davpt', {}).get('peak_mem')
+    if mem is not None:
+        found[name] = dict(ratio=mem, low=None, high=None, n=1, limit=TARGETS[name],
+                           verdict=MET if mem <= TARGETS[name] else OVER,
+                           rounds_to_resolve=None, basis='one measurement per method')
     remap = report['remap']
     if remap:
-        values['remap seconds (max over M, first and warm)'] = max(
-            max(v['first_s'], v['warm_s']) for v in remap.values())
-    return {k: dict(value=v, limit=TARGETS[k], met=v <= TARGETS[k])
-            for k, v in values.items() if v is not None}
+        M, kind = max(((M, kind) for M in remap for kind in ('first', 'warm')),
+                      key=lambda mk: remap[mk[0]][f'{mk[1]}_s'])
+        name = 'remap seconds (max over M, first and warm)'
+        interval = geometric_mean_interval(remap[M][f'{kind}_all_s'],
+                                           report['config']['confidence'])
+        found[name] = dict(check_target(interval, TARGETS[name]), slowest=dict(M=int(M),
+                                                                               kind=kind))
+    return {k: found[k] for k in TARGETS if k in found}
 
 
 def format_report(report: dict) -> str:
-    """A table like the paper's Table 4, one row per method."""
-    head = ('| Method | Tunable params (M) | Train step (s) | Train ms/img | vs VPT-Deep '
-            '| paired | CPU s vs VPT-Deep | Peak mem (MB) | vs VPT-Deep | Eval img/s '
-            '| Non-finite losses |')
+    """Markdown tables: one row per method (like the paper's Table 4), the reference backbones,
+    the remaps, and the targets with their verdicts; every ratio with its interval."""
+    level = f"{report['config']['confidence']:.0%}"
+    head = (f'| Method | Tunable params (M) | Train step (s), median [IQR] | Train ms/img '
+            f'| vs VPT-Deep, wall [{level}] | vs VPT-Deep, CPU [{level}] | Peak mem (MB) '
+            f'| vs VPT-Deep | Eval img/s | Eval vs VPT-Deep, wall [{level}] '
+            f'| Non-finite losses |')
     lines = [head, '|' + '---|' * (head.count('|') - 1)]
     bs = report['config']['batch_size']
 
@@ -403,23 +435,32 @@ def format_report(report: dict) -> str:
 
     for m, res in report['results'].items():
         rat = report['ratios_vs_vpt_deep'].get(m, {})
+        step = res['train_step']
         lines.append(
-            f"| {LABELS[m]} | {res['tunable_params'] / 1e6:.3f} | {res['train_step_s']:.3f} "
-            f"| {1000 * res['train_step_s'] / bs:.1f} | {fmt(rat.get('train_step'), '.3f')} "
-            f"| {fmt(rat.get('train_step_paired'), '.3f')} "
-            f"| {fmt(rat.get('train_step_cpu'), '.3f')} "
+            f"| {LABELS[m]} | {res['tunable_params'] / 1e6:.3f} "
+            f"| {step['median_s']:.3f} [{step['iqr_s']:.3f}] "
+            f"| {1000 * res['train_step_s'] / bs:.1f} "
+            f"| {format_interval(rat.get('train_step'))} "
+            f"| {format_interval(rat.get('train_step_cpu'))} "
             f"| {fmt(res['peak_mem_mb'], '.0f')} | {fmt(rat.get('peak_mem'), '.3f')} "
-            f"| {res['eval_img_per_s']:.1f} | {res['nonfinite_steps']} |")
-    ref = report['reference']
+            f"| {res['eval_img_per_s']:.1f} | {format_interval(rat.get('eval_time'))} "
+            f"| {res['nonfinite_steps']} |")
+    ref, up_ratio = report['reference'], report['eval_ratio_vs_upstream']
     lines.append('')
-    lines.append('| Backbone forward (eval) | s / batch | img/s | vs upstream '
-                 '| CPU s vs upstream |')
+    lines.append(f'| Backbone forward (eval) | s / batch, median [IQR] | img/s '
+                 f'| vs upstream, wall [{level}] | vs upstream, CPU [{level}] |')
     lines.append('|---|---|---|---|---|')
-    up = ref['upstream_vit']
+    keys = dict(upstream_vit=None, davpt_vit_prompts='with_prompts',
+                davpt_vit_no_prompts='no_prompts')
     for name, v in ref.items():
-        lines.append(f"| {name} | {v['eval_s']:.4f} | {v['eval_img_per_s']:.1f} "
-                     f"| {ratio(v['eval_s'], up['eval_s']):.3f} "
-                     f"| {fmt(ratio(v['eval_cpu_s'], up['eval_cpu_s']), '.3f')} |")
+        key = keys[name]
+        wall = '1' if key is None else format_interval(up_ratio[key])
+        cpu = '1' if key is None else format_interval(up_ratio[f'{key}_cpu'])
+        lines.append(f"| {name} | {v['eval']['median_s']:.4f} [{v['eval']['iqr_s']:.4f}] "
+                     f"| {v['eval_img_per_s']:.1f} | {wall} | {cpu} |")
+    lines.append(f"\nPrompts / no prompts (eval backbone): wall "
+                 f"{format_interval(up_ratio['prompts_vs_no_prompts'])}, CPU "
+                 f"{format_interval(up_ratio['prompts_vs_no_prompts_cpu'])}")
     if report['remap']:
         lines.append('')
         lines.append('| remap M | first (s) | warm-started (s) |')
@@ -428,31 +469,56 @@ def format_report(report: dict) -> str:
             lines.append(f"| {M} | {v['first_s']:.3f} | {v['warm_s']:.3f} |")
     if report['checks']:
         lines.append('')
-        lines.append('| Target | Measured | Limit | Met |')
-        lines.append('|---|---|---|---|')
+        lines.append(f'| Target | Limit | Measured, wall [{level}] | Verdict '
+                     f'| Measured, CPU [{level}] | CPU verdict '
+                     f'| Rounds to decide (wall, CPU) |')
+        lines.append('|---|---|---|---|---|---|---|')
         for name, c in report['checks'].items():
-            lines.append(f"| {name} | {c['value']:.3f} | {c['limit']} "
-                         f"| {'yes' if c['met'] else 'NO'} |")
+            cpu = c.get('cpu')
+            needed = [c['rounds_to_resolve'], cpu and cpu['rounds_to_resolve']]
+            undecided = [c['verdict'] == CANNOT_TELL, cpu and cpu['verdict'] == CANNOT_TELL]
+            value = f"{c['ratio']:.3f} ({c['basis']})" if 'basis' in c else format_interval(c)
+            lines.append(
+                f"| {name} | {c['limit']} | {value} "
+                f"| {c['verdict']} | {format_interval(cpu)} | {cpu['verdict'] if cpu else '-'} "
+                f"| {', '.join(_rounds(n, u) for n, u in zip(needed, undecided))} |")
+    lines.append('')
+    lines.append(machine_line(report))
     return '\n'.join(lines)
 
 
-def machine_info(device: torch.device) -> dict:
-    info = dict(platform=platform.platform(), python=platform.python_version(),
-                torch=torch.__version__, cpu_count=os.cpu_count(),
-                torch_threads=torch.get_num_threads())
-    if device.type == 'cuda':
-        # fp32 timings depend on whether matmuls may use TF32 (torch's default: they may not)
-        info.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
-                    cudnn=torch.backends.cudnn.version(),
-                    float32_matmul_precision=torch.get_float32_matmul_precision(),
-                    cudnn_allow_tf32=torch.backends.cudnn.allow_tf32)
-    return info
+def _rounds(needed: Optional[int], undecided: bool) -> str:
+    """The table's entry for :func:`rounds_to_resolve`: ``-`` when decided, ``~N``, or ``?``
+    when no number of rounds of this spread would decide."""
+    if not undecided:
+        return '-'
+    return '?' if needed is None else f'~{needed}'
+
+
+def machine_line(report: dict) -> str:
+    """One line of the machine state: rounds, load average before and after, threads, CPU,
+    torch."""
+    cfg, m = report['config'], report['machine']
+    before = ' '.join(f'{v:.2f}' for v in report['load_before'])
+    after = ' '.join(f'{v:.2f}' for v in report['load_after'])
+    gpu = f"; GPU {m['gpu']}" if 'gpu' in m else ''
+    return (f"{cfg['rounds']} rounds (+{cfg['warmup']} warm-up), {cfg['eval_rounds']} eval "
+            f"rounds; load average (1, 5, 15 min) {before} before, {after} after; "
+            f"{m['torch_threads']} torch threads, {m['cpu_count']} cores ({m['cpu_model']})"
+            f"{gpu}; torch {m['torch']}; {report['seconds']:.0f} s")
 
 
 def measure_speed(methods: Sequence[str], args: argparse.Namespace) -> dict:
     """Train-step and eval times of every method and the eval times of the reference
-    backbones, all models in this process; returns medians, losses and parameter counts."""
+    backbones, all models in this process, stepped round-robin.
+
+    Returns:
+        ``dict(train_wall, train_cpu, eval_wall, eval_cpu, losses, tunable)``: the seconds of
+        every timed round per model (``round_robin``'s), the total loss of every training step,
+        the tunable parameter counts.
+    """
     device = torch.device(args.device)
+    clock = clock_for(device)
     trainers = {m: Trainer(m, args) for m in methods}
     inputs, samples = make_batch(args)
     losses = {m: [] for m in methods}
@@ -460,7 +526,7 @@ def measure_speed(methods: Sequence[str], args: argparse.Namespace) -> dict:
         t.model.train()
     train_wall, train_cpu = round_robin(
         methods, {m: (lambda t=t: t.step(inputs, samples)) for m, t in trainers.items()},
-        args.steps, args.warmup, device, check=lambda m, loss: losses[m].append(float(loss)))
+        args.rounds, args.warmup, clock, check=lambda m, loss: losses[m].append(float(loss)))
     if args.profile:
         profile_steps(trainers, (inputs, samples), args.profile,
                       osp.splitext(args.out)[0] + '_profile.txt')
@@ -478,14 +544,10 @@ def measure_speed(methods: Sequence[str], args: argparse.Namespace) -> dict:
 
     eval_fns = {m: (lambda t=t: t.predict(inputs)) for m, t in trainers.items()}
     eval_fns.update({n: backbone_forward(b) for n, b in refs.items()})
-    eval_wall, eval_cpu = round_robin(list(eval_fns), eval_fns, args.eval_steps, args.warmup,
-                                      device)
-
-    def medians(times: Dict[str, List[float]]) -> Dict[str, float]:
-        return {n: statistics.median(v) for n, v in times.items()}
-
-    return dict(train_wall=train_wall, train_s=medians(train_wall), train_cpu_s=medians(train_cpu),
-                eval_s=medians(eval_wall), eval_cpu_s=medians(eval_cpu), losses=losses,
+    eval_wall, eval_cpu = round_robin(list(eval_fns), eval_fns, args.eval_rounds, args.warmup,
+                                      clock)
+    return dict(train_wall=train_wall, train_cpu=train_cpu, eval_wall=eval_wall,
+                eval_cpu=eval_cpu, losses=losses,
                 tunable={m: t.tunable_params for m, t in trainers.items()})
 
 
@@ -498,7 +560,8 @@ def run(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    report = dict(config=vars(args).copy(), machine=machine_info(device),
+    start = time.perf_counter()
+    report = dict(config=vars(args).copy(), machine=machine_state(device),
                   started=datetime.now(UTC).isoformat(timespec='seconds'),
                   load_before=os.getloadavg())
 
@@ -506,48 +569,63 @@ def run(args: argparse.Namespace) -> dict:
     release_free_heap()
     if device.type == 'cuda':
         torch.cuda.empty_cache()
-    eval_s, eval_cpu_s, losses = speed['eval_s'], speed['eval_cpu_s'], speed['losses']
+    threads, conf = report['machine']['torch_threads'], args.confidence
+    train_wall, train_cpu = speed['train_wall'], speed['train_cpu']
+    eval_wall, eval_cpu, losses = speed['eval_wall'], speed['eval_cpu'], speed['losses']
     memory = measure_memory(methods, args) if args.mem_steps > 0 else {}
     results = {}
     for m in methods:
         mem = memory.get(m, {})
+        step, evals = spread(train_wall[m], m, threads), spread(eval_wall[m], m, threads)
         results[m] = dict(
-            train_step_s=speed['train_s'][m],
+            train_step_s=step['median_s'],
             peak_mem_mb=mem.get('peak_mem_mb'),
-            eval_img_per_s=args.batch_size / eval_s[m],
+            eval_img_per_s=args.batch_size / evals['median_s'],
             tunable_params=speed['tunable'][m],
-            train_step_cpu_s=speed['train_cpu_s'][m],
-            train_step_all_s=speed['train_wall'][m],
+            train_step=step,
+            train_step_cpu=spread(train_cpu[m], m, threads),
+            train_step_all_s=train_wall[m],
+            train_step_cpu_all_s=train_cpu[m],
             peak_mem_total_mb=mem.get('peak_mem_total_mb'),
-            eval_s=eval_s[m],
-            eval_cpu_s=eval_cpu_s[m],
+            eval=evals,
+            eval_cpu=spread(eval_cpu[m], m, threads),
+            eval_all_s=eval_wall[m],
+            eval_cpu_all_s=eval_cpu[m],
             final_loss=losses[m][-1],
             nonfinite_steps=sum(not torch.isfinite(torch.tensor(v)) for v in losses[m]))
     report['memory_basis'] = next(iter(memory.values()))['basis'] if memory else None
     report['results'] = results
     vpt = results.get('vpt_deep')
-    report['ratios_vs_vpt_deep'] = {} if vpt is None else {
-        m: dict(train_step=ratio(r['train_step_s'], vpt['train_step_s']),
-                peak_mem=ratio(r['peak_mem_mb'], vpt['peak_mem_mb']),
-                eval_time=ratio(r['eval_s'], vpt['eval_s']),
-                train_step_cpu=ratio(r['train_step_cpu_s'], vpt['train_step_cpu_s']),
-                train_step_paired=statistics.median(
-                    a / b for a, b in zip(r['train_step_all_s'], vpt['train_step_all_s'])))
-        for m, r in results.items()}
+    report['ratios_vs_vpt_deep'] = {}
+    for m, r in results.items():
+        if vpt is None:
+            break
+        train, train_c = ratio_pair(m, 'vpt_deep', train_wall, train_cpu, conf)
+        evals, evals_c = ratio_pair(m, 'vpt_deep', eval_wall, eval_cpu, conf)
+        report['ratios_vs_vpt_deep'][m] = dict(
+            train_step=train, train_step_cpu=train_c, eval_time=evals, eval_time_cpu=evals_c,
+            peak_mem=ratio(r['peak_mem_mb'], vpt['peak_mem_mb']))
     refs = ('upstream_vit', 'davpt_vit_prompts', 'davpt_vit_no_prompts')
-    report['reference'] = {n: dict(eval_s=eval_s[n], eval_cpu_s=eval_cpu_s[n],
-                                   eval_img_per_s=args.batch_size / eval_s[n]) for n in refs}
-    up, up_cpu = eval_s['upstream_vit'], eval_cpu_s['upstream_vit']
-    report['eval_ratio_vs_upstream'] = dict(
-        with_prompts=eval_s['davpt_vit_prompts'] / up,
-        no_prompts=eval_s['davpt_vit_no_prompts'] / up,
-        with_prompts_cpu=ratio(eval_cpu_s['davpt_vit_prompts'], up_cpu),
-        no_prompts_cpu=ratio(eval_cpu_s['davpt_vit_no_prompts'], up_cpu))
+    report['reference'] = {}
+    for n in refs:
+        evals = spread(eval_wall[n], n, threads)
+        report['reference'][n] = dict(
+            eval_s=evals['median_s'], eval_img_per_s=args.batch_size / evals['median_s'],
+            eval=evals, eval_cpu=spread(eval_cpu[n], n, threads), eval_all_s=eval_wall[n],
+            eval_cpu_all_s=eval_cpu[n])
+    pairs = dict(with_prompts=('davpt_vit_prompts', 'upstream_vit'),
+                 no_prompts=('davpt_vit_no_prompts', 'upstream_vit'),
+                 prompts_vs_no_prompts=('davpt_vit_prompts', 'davpt_vit_no_prompts'))
+    report['eval_ratio_vs_upstream'] = {}
+    for key, (a, b) in pairs.items():
+        wall, cpu = ratio_pair(a, b, eval_wall, eval_cpu, conf)
+        report['eval_ratio_vs_upstream'].update({key: wall, f'{key}_cpu': cpu})
     prompts = [int(m) for m in args.remap_prompts.split(',') if m]
     report['remap'] = time_remap(args.remap_classes, args.remap_dim, prompts,
                                  args.remap_repeats) if prompts else {}
     report['checks'] = checks(report)
     report['load_after'] = os.getloadavg()
+    report['seconds'] = time.perf_counter() - start
     return report
 
 
@@ -560,11 +638,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--batch-size', type=int, default=8)
     parser.add_argument('--methods', default=','.join(METHODS),
                         help=f'comma-separated subset of {",".join(METHODS)}')
-    parser.add_argument('--steps', type=int, default=10, help='timed training steps per method')
+    parser.add_argument('--rounds', '--steps', dest='rounds', type=int, default=10,
+                        help='timed round-robin rounds of training steps (one step per method '
+                        'each): more rounds narrow the intervals')
     parser.add_argument('--warmup', type=int, default=2,
                         help='untimed rounds before the timed ones (training and eval)')
-    parser.add_argument('--eval-steps', type=int, default=None,
-                        help='timed eval forwards per model (default: --steps)')
+    parser.add_argument('--eval-rounds', '--eval-steps', dest='eval_rounds', type=int,
+                        default=None, help='timed rounds of eval forwards (default: --rounds)')
+    parser.add_argument('--confidence', type=float, default=0.95,
+                        help='two-sided coverage of the intervals')
     parser.add_argument('--mem-steps', type=int, default=2,
                         help='training steps of the memory child per method (0: no memory)')
     parser.add_argument('--num-prompts', type=int, default=10,
@@ -586,10 +668,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                              'OUT_profile.txt')
     parser.add_argument('--out', required=True, help='the JSON report')
     args = parser.parse_args(argv)
-    if args.eval_steps is None:
-        args.eval_steps = args.steps
-    if args.steps < 1 or args.eval_steps < 1 or args.warmup < 0 or args.mem_steps < 0:
-        parser.error('--steps and --eval-steps must be >= 1, --warmup and --mem-steps >= 0')
+    if args.eval_rounds is None:
+        args.eval_rounds = args.rounds
+    if args.rounds < 1 or args.eval_rounds < 1 or args.warmup < 0 or args.mem_steps < 0:
+        parser.error('--rounds and --eval-rounds must be >= 1, --warmup and --mem-steps >= 0')
+    if not 0 < args.confidence < 1:
+        parser.error(f'--confidence must lie between 0 and 1, got {args.confidence}')
     return args
 
 
@@ -600,8 +684,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     with open(args.out, 'w') as f:
         json.dump(report, f, indent=2)
     print(format_report(report))
-    print(f"load average before {report['load_before']}, after {report['load_after']}; "
-          f'report: {args.out}')
+    print(f'report: {args.out}')
     return report
 
 
