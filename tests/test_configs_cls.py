@@ -137,6 +137,9 @@ def test_protocol(configs):
         splits = [_dataset(cfg[k]).split for k in
                   ('train_dataloader', 'val_dataloader', 'test_dataloader')]
         train = [t.type for t in _dataset(cfg.train_dataloader).pipeline]
+        # strict loading for training; evaluation keeps the loader the inferencer looks for
+        for split in ('val_dataloader', 'test_dataloader'):
+            assert _dataset(cfg[split]).pipeline[0].type == 'LoadImageFromFile', path
         if _dataset(cfg.train_dataloader).type == 'VTAB1kDataset':
             assert splits == ['train800', 'val200', 'test'], path
             assert train == ['LoadImageFromFileStrict', 'Resize', 'PackInputs'], path
