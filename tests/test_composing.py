@@ -6,7 +6,6 @@ features, hooks and learning-rate multipliers; shrunk to tiny sizes through ``--
 ``tools/train.py``'s code path; broken data stops them naming the file or the data root."""
 import os
 import os.path as osp
-from argparse import Namespace
 
 import numpy as np
 import pytest
@@ -38,10 +37,10 @@ def _train_tool():
 
 def _merged(config: str, work_dir, options: dict) -> Config:
     """The config as ``tools/train.py CONFIG --work-dir DIR --cfg-options ...`` prepares it."""
-    args = Namespace(config=config, work_dir=str(work_dir), resume=None,
-                     allow_config_change=False, amp=False, cfg_options=options, launcher='none',
-                     local_rank=0)
-    return _train_tool().merge_args(Config.fromfile(config), args)
+    tool = _train_tool()
+    args = tool.parse_args([config, '--work-dir', str(work_dir)])
+    args.cfg_options = options
+    return tool.merge_args(Config.fromfile(config), args)
 
 
 def _image(path, size, value=None, rng=None):
