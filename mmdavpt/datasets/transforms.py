@@ -19,15 +19,14 @@ import mmengine.fileio as fileio
 import numpy as np
 from mmcv.transforms import BaseTransform, LoadImageFromFile
 from mmpretrain.registry import TRANSFORMS as PRETRAIN_TRANSFORMS
-from mmseg.registry import TRANSFORMS as SEG_TRANSFORMS
+
+from mmdavpt.registry import WITH_MMSEG
 
 
 class ImageDecodeError(OSError):
     """An image or mask file exists but cannot be decoded (empty, truncated, not an image)."""
 
 
-@PRETRAIN_TRANSFORMS.register_module()
-@SEG_TRANSFORMS.register_module()
 class LoadImageFromFileStrict(LoadImageFromFile):
     """``LoadImageFromFile`` that raises, naming the file, when an image cannot be loaded.
 
@@ -78,7 +77,6 @@ class LoadImageFromFileStrict(LoadImageFromFile):
         return results
 
 
-@SEG_TRANSFORMS.register_module()
 class CheckSegMask(BaseTransform):
     """Raise, naming the mask file, if a mask does not fit its image or holds a label outside
     ``[0, num_classes)``.
@@ -144,3 +142,10 @@ class CheckSegMask(BaseTransform):
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(num_classes={self.num_classes}, '
                 f'ignore_index={self.ignore_index})')
+
+
+PRETRAIN_TRANSFORMS.register_module(module=LoadImageFromFileStrict)
+if WITH_MMSEG:  # MMSeg's registry (mmdavpt[seg])
+    from mmseg.registry import TRANSFORMS as SEG_TRANSFORMS
+    SEG_TRANSFORMS.register_module(module=LoadImageFromFileStrict)
+    SEG_TRANSFORMS.register_module(module=CheckSegMask)

@@ -18,6 +18,7 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner, find_latest_checkpoint
 
 from mmdavpt.datasets.checks import check_datasets_not_empty
+from mmdavpt.utils.dependencies import require_mmseg
 from mmdavpt.utils.workdir import check_work_dir_owner, run_name
 
 SCOPES = ('mmpretrain', 'mmseg')
@@ -59,6 +60,8 @@ def apply_common_args(cfg: Config, *, work_dir: Optional[str] = None,
     scope = cfg.get('default_scope')
     if scope not in SCOPES:
         raise ValueError(f'default_scope must be one of {SCOPES}, got {scope!r}')
+    if scope == 'mmseg':
+        require_mmseg(f'the segmentation config {cfg.filename}')
     cfg.launcher = launcher
     if work_dir is not None:
         cfg.work_dir = work_dir
