@@ -27,6 +27,7 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 import mmdavpt  # noqa: F401  registers mmdavpt's modules and the torch.load allowlist
+from mmdavpt.utils.config import load_config
 from mmdavpt.utils.io import atomic_write, check_output_path
 
 SCOPES = ('mmpretrain', 'mmseg')
@@ -108,7 +109,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.out_file is not None:
         check_output_path(args.out_file, sources=(args.img, args.config, args.checkpoint),
                           force=args.force)
-    cfg = Config.fromfile(args.config)
+    cfg = load_config(args.config)
     scope = cfg.get('default_scope')
     if scope not in SCOPES:
         raise ValueError(f'{args.config}: default_scope must be one of {SCOPES}, got {scope!r}')

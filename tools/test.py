@@ -20,6 +20,7 @@ from mmdavpt.utils.cli import (
     parse_common_args,
     run_test,
 )
+from mmdavpt.utils.config import load_config
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -65,7 +66,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
-    cfg = merge_args(Config.fromfile(args.config), args)
+    cfg = merge_args(load_config(args.config), args)
     run_test(cfg, out=args.out, out_item=args.out_item)
 
 

@@ -22,6 +22,7 @@ from mmdavpt.utils.cli import (
     parse_common_args,
     run_train,
 )
+from mmdavpt.utils.config import load_config
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -63,7 +64,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
-    cfg = merge_args(Config.fromfile(args.config), args)
+    cfg = merge_args(load_config(args.config), args)
     run_train(cfg, resume=args.resume, allow_config_change=args.allow_config_change)
 
 
