@@ -78,7 +78,8 @@ EXTRAS_REQUIRE['all'] = [req for extra in ('seg', 'convert', 'lab', 'tests')
 class BuildPyWithMim(build_py):
     """``build_py`` that also copies :data:`MIM_FILES` into ``mmdavpt/.mim`` of the build (a
     wheel, or a wheel built from the sdist, which carries them; see MANIFEST.in). An editable
-    install reads the repository itself and gets none."""
+    install gets none: MMEngine looks for ``.mim`` beside the installed metadata, not in the
+    checkout, whose configs are referred to by path."""
 
     def run(self) -> None:
         super().run()
