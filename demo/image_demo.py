@@ -28,6 +28,7 @@ from mmengine.registry import DefaultScope
 
 import mmdavpt  # noqa: F401  registers mmdavpt's modules and the torch.load allowlist
 from mmdavpt.utils.config import load_config
+from mmdavpt.utils.dependencies import require_mmseg
 from mmdavpt.utils.io import atomic_write, check_output_path
 
 SCOPES = ('mmpretrain', 'mmseg')
@@ -125,6 +126,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             atomic_write(args.out_file, write_json)
             print(f'prediction written to {args.out_file}')
         return
+    require_mmseg(f'the segmentation config {args.config}')
     ext = osp.splitext(args.out_file or '')[1].lower()
     if args.out_file is not None and ext not in IMAGE_EXTENSIONS:
         raise ValueError(f'--out-file {args.out_file}: the painted mask is an image; use one of '
