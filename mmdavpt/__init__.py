@@ -4,12 +4,19 @@ Importing the package registers its models, losses, hooks and datasets in MMPret
 registries (``custom_imports=dict(imports=['mmdavpt'], allow_failed_imports=False)`` in a config),
 lets ``torch.load`` (safe mode, PyTorch >= 2.6) read the checkpoints mmengine writes, and makes
 a file that is not a checkpoint fail with a message saying so (``mmdavpt.utils.compat``).
+
+It first checks the versions of mmengine, mmcv (or mmcv-lite) and MMPretrain, saying what to
+install; MMSeg is optional (``mmdavpt[seg]``): without it only the classification modules are
+registered (``mmdavpt.utils.dependencies``).
 """
-from .utils import register_checkpoint_loader, register_mmengine_safe_globals
+from .utils.dependencies import check_versions
+from .version import __version__  # noqa: F401
+
+check_versions()
+
+from .utils import register_checkpoint_loader, register_mmengine_safe_globals  # noqa: E402
 
 register_mmengine_safe_globals()
 register_checkpoint_loader()
 
 from . import datasets, engine, models  # noqa: E402,F401  (registration)
-
-__version__ = '0.1.0'

@@ -6,7 +6,6 @@ features, hooks and learning-rate multipliers; shrunk to tiny sizes through ``--
 ``tools/train.py``'s code path; broken data stops them naming the file or the data root."""
 import os
 import os.path as osp
-from argparse import Namespace
 
 import numpy as np
 import pytest
@@ -38,10 +37,10 @@ def _train_tool():
 
 def _merged(config: str, work_dir, options: dict) -> Config:
     """The config as ``tools/train.py CONFIG --work-dir DIR --cfg-options ...`` prepares it."""
-    args = Namespace(config=config, work_dir=str(work_dir), resume=None,
-                     allow_config_change=False, amp=False, cfg_options=options, launcher='none',
-                     local_rank=0)
-    return _train_tool().merge_args(Config.fromfile(config), args)
+    tool = _train_tool()
+    args = tool.parse_args([config, '--work-dir', str(work_dir)])
+    args.cfg_options = options
+    return tool.merge_args(Config.fromfile(config), args)
 
 
 def _image(path, size, value=None, rng=None):
@@ -113,15 +112,17 @@ def test_seg_example_keeps_upstreams_backbone_features():
     assert 'pretrained' not in backbone and cfg.model.pretrained is None
     assert cfg.optim_wrapper.paramwise_cfg.custom_keys == {'head': dict(lr_mult=10.),
                                                            'backbone': dict(lr_mult=10.)}
-    for pipeline in (cfg.train_dataloader.dataset.pipeline,
-                     cfg.test_dataloader.dataset.pipeline):
+    # strict loading for training; the test pipeline keeps the loader the inferencers look for
+    for pipeline, loader in ((cfg.train_dataloader.dataset.pipeline, 'LoadImageFromFileStrict'),
+                             (cfg.test_dataloader.dataset.pipeline, 'LoadImageFromFile')):
         types = [t.type for t in pipeline]
-        assert types[0] == 'LoadImageFromFileStrict'
+        assert types[0] == loader
         check = types.index('LoadAnnotations') + 1
         assert types[check] == 'CheckSegMask' and types.count('CheckSegMask') == 1
         assert pipeline[check].num_classes == 150 and pipeline[check].ignore_index == 255
     assert cfg.tta_pipeline[-1].transforms[3] == [dict(type='CheckSegMask', num_classes=150,
                                                        ignore_index=255)]
+    assert cfg.tta_pipeline[0].type == 'LoadImageFromFile'
 
 
 def test_seg_example_trains_at_tiny_size(seg_setup, tmp_path):
@@ -213,6 +214,15 @@ def test_strict_pipeline_leaves_its_input_alone():
     assert strict_pipeline(pipeline) == [dict(type='LoadImageFromFileStrict'),
                                          dict(type='PackInputs')]
     assert pipeline[0] == dict(type='LoadImageFromFile')
+    # test pipelines: the mask checks without the strict loader
+    seg = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
+           dict(type='TestTimeAug', transforms=[[dict(type='LoadImageFromFile')],
+                                                [dict(type='LoadAnnotations')]])]
+    check = dict(type='CheckSegMask', num_classes=3, ignore_index=255)
+    assert strict_pipeline(seg, num_classes=3, strict_loading=False) == [
+        seg[0], seg[1], check,
+        dict(type='TestTimeAug', transforms=[[dict(type='LoadImageFromFile')],
+                                             [dict(type='LoadAnnotations')], [check]])]
 
 
 # ------------------------------------------------------------ MMPretrain: ViT-B/16 (MAE recipe)

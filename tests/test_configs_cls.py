@@ -9,6 +9,7 @@ import copy
 from pathlib import Path
 from typing import Dict
 
+import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
@@ -137,6 +138,9 @@ def test_protocol(configs):
         splits = [_dataset(cfg[k]).split for k in
                   ('train_dataloader', 'val_dataloader', 'test_dataloader')]
         train = [t.type for t in _dataset(cfg.train_dataloader).pipeline]
+        # strict loading for training; evaluation keeps the loader the inferencer looks for
+        for split in ('val_dataloader', 'test_dataloader'):
+            assert _dataset(cfg[split]).pipeline[0].type == 'LoadImageFromFile', path
         if _dataset(cfg.train_dataloader).type == 'VTAB1kDataset':
             assert splits == ['train800', 'val200', 'test'], path
             assert train == ['LoadImageFromFileStrict', 'Resize', 'PackInputs'], path
@@ -219,6 +223,25 @@ def test_models_build_on_meta(configs):
     davpt = configs[CONFIGS / 'classification/davpt/vit-b16-in21k_davpt_vtab-cifar.py']
     assert built[_model_key(davpt.model.to_dict())] == (20 * 11 + 10) * 768 + 768 * 100 + 100
     assert len(built) < len(CONFIG_FILES)
+
+
+def test_inferencer_pipelines(configs):
+    """MMPretrain's ImageClassificationInferencer takes the test pipeline of every config: it
+    drops ``LoadImageFromFile`` (it loads the image itself) and runs the rest on the array."""
+    from mmpretrain.apis import ImageClassificationInferencer
+    image = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    seen = {}
+    for path in CONFIG_FILES:
+        cfg = configs[path]
+        key = repr(_dataset(cfg.test_dataloader).pipeline)
+        if cfg.default_scope != 'mmpretrain' or key in seen:  # MMSeg's: test_configs_seg.py
+            continue
+        with DefaultScope.overwrite_default_scope('mmpretrain'):
+            # _init_pipeline reads nothing of the inferencer but the config
+            pipeline = ImageClassificationInferencer._init_pipeline(None, cfg)
+            out = pipeline(dict(img=image, img_shape=image.shape[:2], ori_shape=image.shape[:2]))
+        seen[key] = tuple(out['inputs'].shape)
+    assert set(seen.values()) == {(3, 224, 224), (3, 56, 56)}  # the benchmarks, the demo
 
 
 def test_demo_configs(configs):

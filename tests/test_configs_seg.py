@@ -4,10 +4,10 @@ multi-scale testing, and the 24 GB memory budget of ViT-L at 512 x 512, batch 2.
 import copy
 import glob
 import os.path as osp
-from argparse import Namespace
 from functools import cache
 
 import mmseg
+import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
@@ -25,6 +25,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SEG_DIR = osp.join(ROOT, 'configs', 'segmentation')
 CONFIGS = sorted(glob.glob(osp.join(SEG_DIR, '*.py')) + glob.glob(osp.join(SEG_DIR, 'demo', '*.py'))
                  + [osp.join(ROOT, 'configs', 'setr_pup_davpt_ade20k.py')])
+COMPOSING = osp.join(ROOT, 'configs', 'composing',
+                     'setr_vit-l_pup_davpt_8xb2-160k_ade20k-512x512.py')
 SETR_CONFIGS = [c for c in CONFIGS if '_vit-l_' in osp.basename(c)]
 METHODS = ('linear', 'bias', 'vpt', 'davpt', 'davpt-plus', 'full')
 DATASET_SUFFIXES = ('8xb2-160k_ade20k-512x512', '8xb2-80k_pascal-context-59-480x480',
@@ -155,11 +157,10 @@ def test_setr_heads_and_schedule_are_upstreams():
 @pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
 def test_single_and_multi_scale_testing(path):
     test_tool = load_tool(osp.join('tools', 'test.py'))
-    args = Namespace(cfg_options=None, launcher='none', work_dir='/tmp/x', checkpoint='ckpt.pth',
-                     tta=False, out=None)
-    plain = test_tool.merge_args(copy.deepcopy(load(path)), args)
+    argv = [path, 'ckpt.pth', '--work-dir', '/tmp/x']
+    plain = test_tool.merge_args(copy.deepcopy(load(path)), test_tool.parse_args(argv))
     assert all(t.type != 'TestTimeAug' for t in plain.test_dataloader.dataset.pipeline)
-    tta = test_tool.merge_args(copy.deepcopy(load(path)), Namespace(**dict(vars(args), tta=True)))
+    tta = test_tool.merge_args(copy.deepcopy(load(path)), test_tool.parse_args(argv + ['--tta']))
     assert tta.model.type == 'SegTTAModel' and tta.model.module.type == plain.model.type
     aug = tta.test_dataloader.dataset.pipeline[-1]
     assert aug.type == 'TestTimeAug'
@@ -169,6 +170,21 @@ def test_single_and_multi_scale_testing(path):
     init_default_scope('mmseg')
     for transform in tta.test_dataloader.dataset.pipeline:
         TRANSFORMS.build(transform)
+
+
+@pytest.mark.parametrize('path', CONFIGS + [COMPOSING], ids=osp.basename)
+def test_inferencer_pipeline(path):
+    """MMSeg's MMSegInferencer takes the test pipeline: it finds ``LoadImageFromFile``, puts its
+    in-memory loader in its place and drops ``LoadAnnotations`` (``CheckSegMask`` then passes)."""
+    from mmseg.apis import MMSegInferencer
+    cfg = copy.deepcopy(load(path))
+    init_default_scope('mmseg')
+    # _init_pipeline reads nothing of the inferencer but the config
+    pipeline = MMSegInferencer._init_pipeline(MMSegInferencer.__new__(MMSegInferencer), cfg)
+    image = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    out = pipeline(image)
+    assert out['inputs'].shape[0] == 3 and out['data_samples'].ori_shape == (40, 50)
+    assert 'gt_sem_seg' not in out['data_samples']
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)

@@ -90,6 +90,11 @@ def test_check_seg_mask_refuses_a_mask_of_another_size():
         check(dict(gt_seg_map=mask, ori_shape=(8, 12), img_path='a.jpg', seg_map_path='m.png'))
     with pytest.raises(KeyError, match='put it after LoadImageFromFile'):
         check(dict(gt_seg_map=mask, seg_map_path='m.png'))
+    with pytest.raises(KeyError, match=r'mask m\.png is not loaded .*put it after LoadAnnotations'):
+        check(dict(ori_shape=(4, 6), seg_map_path='m.png'))
+    # an image without a mask (MMSegInferencer drops LoadAnnotations) passes as it is
+    image_only = dict(img=np.zeros((4, 6, 3), np.uint8), ori_shape=(4, 6))
+    assert check(image_only) is image_only
 
 
 def test_class_weighted_cross_entropy_with_ignored_pixels():

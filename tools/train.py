@@ -4,7 +4,7 @@ Mirrors ``tools/train.py`` of MMPretrain 1.2.0 and MMSeg 1.2.2; the config's ``d
 ('mmpretrain' or 'mmseg') picks the upstream behaviour where the two differ.
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT|auto]] [--amp]
-                          [--cfg-options k=v ...]
+                          [--no-validate] [--auto-scale-lr] [--cfg-options k=v ...]
 
 ``--resume`` alone continues the latest checkpoint of the work dir and fails if there is none
 (upstream's tools then silently start from scratch; ask for that with ``--resume auto``).
@@ -22,6 +22,7 @@ from mmdavpt.utils.cli import (
     parse_common_args,
     run_train,
 )
+from mmdavpt.utils.config import load_config
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -41,6 +42,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--amp', action='store_true',
         help='automatic mixed precision: float16 with loss scaling on GPU, bfloat16 on CPU')
+    parser.add_argument(
+        '--no-validate', action='store_true',
+        help='no validation during training (val_cfg, val_dataloader and val_evaluator set to '
+        'None, as MMPretrain\'s tools/train.py)')
+    parser.add_argument(
+        '--auto-scale-lr', action='store_true',
+        help='scale the learning rate by the actual total batch size (GPUs x batch per GPU) '
+        'over auto_scale_lr.base_batch_size of the config')
     add_common_args(parser, example='train_cfg.max_iters=100')
     return parse_common_args(parser, argv)
 
@@ -49,12 +58,13 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     """Apply the command line to the config (CLI > config > defaults)."""
     return merge_train_args(cfg, work_dir=args.work_dir, cfg_options=args.cfg_options,
                             launcher=args.launcher, amp=args.amp, resume=args.resume,
-                            allow_config_change=args.allow_config_change)
+                            allow_config_change=args.allow_config_change,
+                            no_validate=args.no_validate, auto_scale_lr=args.auto_scale_lr)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
-    cfg = merge_args(Config.fromfile(args.config), args)
+    cfg = merge_args(load_config(args.config), args)
     run_train(cfg, resume=args.resume, allow_config_change=args.allow_config_change)
 
 

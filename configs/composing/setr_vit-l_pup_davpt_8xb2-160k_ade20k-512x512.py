@@ -39,11 +39,14 @@ optim_wrapper = dict(paramwise_cfg=dict(custom_keys={'backbone': dict(lr_mult=10
 #   custom_hooks = _base_.custom_hooks + [dict(type='SemanticMappingHook', interval=1250)]
 custom_hooks = [dict(type='SemanticMappingHook', interval=1250)]
 
-# Broken data stops the run, naming the file: strict image loading, and every mask checked
+# Broken data stops the run, naming the file: strict image loading for training (the test
+# pipelines keep LoadImageFromFile, which the inferencers look for), and every mask checked
 # against its image's size and the classes (+ 255, ignored) right after LoadAnnotations.
 train_dataloader = dict(
     dataset=dict(pipeline=strict_pipeline(_base_.train_pipeline, num_classes=num_classes)))
 val_dataloader = dict(
-    dataset=dict(pipeline=strict_pipeline(_base_.test_pipeline, num_classes=num_classes)))
+    dataset=dict(pipeline=strict_pipeline(_base_.test_pipeline, num_classes=num_classes,
+                                          strict_loading=False)))
 test_dataloader = val_dataloader
-tta_pipeline = strict_pipeline(_base_.tta_pipeline, num_classes=num_classes)
+tta_pipeline = strict_pipeline(_base_.tta_pipeline, num_classes=num_classes,
+                               strict_loading=False)

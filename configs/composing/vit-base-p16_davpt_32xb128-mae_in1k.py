@@ -31,7 +31,6 @@ model = dict(
 # remap after every epoch.
 custom_hooks = _base_.custom_hooks + [dict(type='SemanticMappingHook', interval=1)]
 
-# An empty or undecodable image stops the run, naming the file.
+# An empty or undecodable training image stops the run, naming the file. The test pipeline keeps
+# upstream's LoadImageFromFile, which MMPretrain's ImageClassificationInferencer looks for.
 train_dataloader = dict(dataset=dict(pipeline=strict_pipeline(_base_.train_pipeline)))
-val_dataloader = dict(dataset=dict(pipeline=strict_pipeline(_base_.test_pipeline)))
-test_dataloader = val_dataloader

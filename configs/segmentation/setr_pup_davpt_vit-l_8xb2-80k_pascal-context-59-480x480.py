@@ -38,13 +38,16 @@ optim_wrapper = dict(
 # 4,996 training images / 16 per iteration: one epoch is about 310 iterations.
 custom_hooks = [dict(type='SemanticMappingHook', interval=310)]
 
-# Broken data stops the run, naming the file: strict image loading, and every mask checked
+# Broken data stops the run, naming the file: strict image loading for training (the test
+# pipelines keep LoadImageFromFile, which the inferencers look for), and every mask checked
 # against its image's size and the 59 classes (+ 255, the ignored pixels) right after loading.
 train_dataloader = dict(
     batch_size=2,
     dataset=dict(pipeline=strict_pipeline(_base_.train_pipeline, num_classes=num_classes)))
 val_dataloader = dict(
     batch_size=1,
-    dataset=dict(pipeline=strict_pipeline(_base_.test_pipeline, num_classes=num_classes)))
+    dataset=dict(pipeline=strict_pipeline(_base_.test_pipeline, num_classes=num_classes,
+                                          strict_loading=False)))
 test_dataloader = val_dataloader
-tta_pipeline = strict_pipeline(_base_.tta_pipeline, num_classes=num_classes)
+tta_pipeline = strict_pipeline(_base_.tta_pipeline, num_classes=num_classes,
+                               strict_loading=False)

@@ -6,6 +6,11 @@ gives a bare ``cv2.error``), reports an undecodable file through an ``assert`` (
 answers in training by silently drawing another sample. :class:`LoadImageFromFileStrict`
 raises instead, naming the file. Checking every image when a dataset is built would read the
 whole dataset; here the check costs nothing extra because the image is decoded anyway.
+
+Training pipelines use it. Test (and val, TTA) pipelines keep MMCV's ``LoadImageFromFile``: it is
+the step that MMPretrain's ``ImageClassificationInferencer`` and MMSeg's ``MMSegInferencer`` look
+for by name and replace with their in-memory loader, and a test image it cannot read still stops
+the run (``ignore_empty`` is False: it raises, and MMEngine refuses a ``None`` test sample).
 """
 from typing import Optional
 
@@ -14,15 +19,14 @@ import mmengine.fileio as fileio
 import numpy as np
 from mmcv.transforms import BaseTransform, LoadImageFromFile
 from mmpretrain.registry import TRANSFORMS as PRETRAIN_TRANSFORMS
-from mmseg.registry import TRANSFORMS as SEG_TRANSFORMS
+
+from mmdavpt.registry import WITH_MMSEG
 
 
 class ImageDecodeError(OSError):
     """An image or mask file exists but cannot be decoded (empty, truncated, not an image)."""
 
 
-@PRETRAIN_TRANSFORMS.register_module()
-@SEG_TRANSFORMS.register_module()
 class LoadImageFromFileStrict(LoadImageFromFile):
     """``LoadImageFromFile`` that raises, naming the file, when an image cannot be loaded.
 
@@ -73,7 +77,6 @@ class LoadImageFromFileStrict(LoadImageFromFile):
         return results
 
 
-@SEG_TRANSFORMS.register_module()
 class CheckSegMask(BaseTransform):
     """Raise, naming the mask file, if a mask does not fit its image or holds a label outside
     ``[0, num_classes)``.
@@ -87,6 +90,9 @@ class CheckSegMask(BaseTransform):
     - its (H, W) must equal the loaded image's ``ori_shape`` (so an image must be loaded
       before, e.g. by ``LoadImageFromFile``);
     - every value must be a class id or ``ignore_index`` (one histogram for uint8 masks).
+
+    An image that comes without a mask (no ``seg_map_path``: MMSeg's ``MMSegInferencer`` drops
+    ``LoadAnnotations`` from the test pipeline and feeds in-memory images) passes unchecked.
 
     Args:
         num_classes: number of classes, labels ``0..num_classes-1`` are valid.
@@ -102,6 +108,11 @@ class CheckSegMask(BaseTransform):
     def transform(self, results: dict) -> dict:
         """Check ``results['gt_seg_map']`` (H, W) integer labels against
         ``results['ori_shape']`` (H, W); return ``results`` as is."""
+        if 'gt_seg_map' not in results:
+            if results.get('seg_map_path') is None:
+                return results  # inference: an image without a mask
+            raise KeyError(f"CheckSegMask: the mask {results['seg_map_path']} is not loaded (no "
+                           f'gt_seg_map); put it after LoadAnnotations')
         seg = np.asarray(results['gt_seg_map'])
         path = results.get('seg_map_path', '<mask without seg_map_path>')
         if 'ori_shape' not in results:
@@ -131,3 +142,10 @@ class CheckSegMask(BaseTransform):
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(num_classes={self.num_classes}, '
                 f'ignore_index={self.ignore_index})')
+
+
+PRETRAIN_TRANSFORMS.register_module(module=LoadImageFromFileStrict)
+if WITH_MMSEG:  # MMSeg's registry (mmdavpt[seg])
+    from mmseg.registry import TRANSFORMS as SEG_TRANSFORMS
+    SEG_TRANSFORMS.register_module(module=LoadImageFromFileStrict)
+    SEG_TRANSFORMS.register_module(module=CheckSegMask)

@@ -1,12 +1,15 @@
+from mmdavpt.registry import WITH_MMSEG
+
 from .backbones import DAVPTViT
 from .classifiers import DAVPTImageClassifier
 from .guidance import PromptGuidance, patch_labels_from_mask
 from .losses import ClsPromptLoss, PatchPromptLoss, prompt_anchor_loss
 from .mapping import SemanticMapping
-from .segmentors import DAVPTEncoderDecoder
 
 __all__ = [
-    'DAVPTViT', 'DAVPTImageClassifier', 'DAVPTEncoderDecoder', 'PromptGuidance',
-    'SemanticMapping', 'PatchPromptLoss', 'ClsPromptLoss', 'prompt_anchor_loss',
-    'patch_labels_from_mask'
+    'DAVPTViT', 'DAVPTImageClassifier', 'PromptGuidance', 'SemanticMapping', 'PatchPromptLoss',
+    'ClsPromptLoss', 'prompt_anchor_loss', 'patch_labels_from_mask'
 ]
+if WITH_MMSEG:  # the segmentor needs MMSeg (mmdavpt[seg])
+    from .segmentors import DAVPTEncoderDecoder  # noqa: F401
+    __all__ += ['DAVPTEncoderDecoder']

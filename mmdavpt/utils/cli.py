@@ -10,6 +10,7 @@ import os.path as osp
 from copy import deepcopy
 from typing import Dict, Optional, Sequence
 
+import mmengine
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.evaluator import DumpResults
@@ -17,6 +18,7 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner, find_latest_checkpoint
 
 from mmdavpt.datasets.checks import check_datasets_not_empty
+from mmdavpt.utils.dependencies import require_mmseg
 from mmdavpt.utils.workdir import check_work_dir_owner, run_name
 
 SCOPES = ('mmpretrain', 'mmseg')
@@ -58,6 +60,8 @@ def apply_common_args(cfg: Config, *, work_dir: Optional[str] = None,
     scope = cfg.get('default_scope')
     if scope not in SCOPES:
         raise ValueError(f'default_scope must be one of {SCOPES}, got {scope!r}')
+    if scope == 'mmseg':
+        require_mmseg(f'the segmentation config {cfg.filename}')
     cfg.launcher = launcher
     if work_dir is not None:
         cfg.work_dir = work_dir
@@ -144,10 +148,41 @@ def resume_checkpoint(resume: str, work_dir: str) -> Optional[str]:
     return resume
 
 
+def disable_validation(cfg: Config) -> None:
+    """``--no-validate`` (MMPretrain's): no validation loop during training. A checkpoint hook
+    that keeps only the best-val checkpoint would then save nothing: that is logged."""
+    cfg.val_cfg = None
+    cfg.val_dataloader = None
+    cfg.val_evaluator = None
+    checkpoint = (cfg.get('default_hooks') or {}).get('checkpoint') or {}
+    if checkpoint.get('save_best') and checkpoint.get('interval', -1) <= 0 and \
+            not checkpoint.get('save_last', True):
+        print_log('--no-validate: this config keeps only the best-val checkpoint (save_best), '
+                  'so no checkpoint will be saved; set default_hooks.checkpoint.interval or '
+                  'save_last=True with --cfg-options', logger='current', level=logging.WARNING)
+
+
+def enable_auto_scale_lr(cfg: Config) -> None:
+    """``--auto-scale-lr``: scale the learning rate by (GPUs x batch per GPU) /
+    ``auto_scale_lr.base_batch_size`` (MMEngine's ``Runner.scale_lr``).
+
+    Raises:
+        KeyError: the config has no ``auto_scale_lr.base_batch_size``, the total batch size its
+            learning rate was set for.
+    """
+    if not (cfg.get('auto_scale_lr') or {}).get('base_batch_size'):
+        raise KeyError(
+            '--auto-scale-lr: the config has no auto_scale_lr.base_batch_size (the total batch '
+            'size, GPUs x batch per GPU, that its learning rate was set for); add it, e.g. '
+            '--cfg-options auto_scale_lr.base_batch_size=16')
+    cfg.auto_scale_lr.enable = True
+
+
 def merge_train_args(cfg: Config, *, work_dir: Optional[str] = None,
                      cfg_options: Optional[dict] = None, launcher: str = 'none',
                      amp: bool = False, resume: Optional[str] = None,
-                     allow_config_change: bool = False) -> Config:
+                     allow_config_change: bool = False, no_validate: bool = False,
+                     auto_scale_lr: bool = False) -> Config:
     """Apply the options of ``tools/train.py`` to a config (CLI > config > defaults).
 
     Args:
@@ -156,8 +191,14 @@ def merge_train_args(cfg: Config, *, work_dir: Optional[str] = None,
         amp: mixed precision (:func:`enable_amp`).
         resume: :data:`LATEST`, ``'auto'`` or a checkpoint path (:func:`resume_checkpoint`).
         allow_config_change: ``ConfigGuardHook(allow_config_change=True)``.
+        no_validate: no validation during training (:func:`disable_validation`).
+        auto_scale_lr: scale the learning rate to the batch size (:func:`enable_auto_scale_lr`).
     """
     scope = apply_common_args(cfg, work_dir=work_dir, cfg_options=cfg_options, launcher=launcher)
+    if no_validate:
+        disable_validation(cfg)
+    if auto_scale_lr:
+        enable_auto_scale_lr(cfg)
     if amp:
         enable_amp(cfg)
     if resume is not None:
@@ -212,9 +253,49 @@ def set_mmpretrain_tta_defaults(cfg: Config) -> None:
                         [test_pipeline[-1]]])
 
 
+def enable_visualization(cfg: Config, scope: str, *, show: bool = False,
+                         show_dir: Optional[str] = None, wait_time: float = 2.,
+                         interval: Optional[int] = None) -> None:
+    """``--show``, ``--show-dir``, ``--wait-time`` and ``--interval``: switch on the test run's
+    ``default_hooks.visualization`` the way each upstream ``tools/test.py`` does.
+
+    MMSeg (``SegVisualizationHook``): the ground truth and the prediction painted over the image,
+    side by side, written under ``show_dir/vis_data/vis_image/`` (the visualizer's
+    ``save_dir``); every ``interval``-th image (``None``: the hook's own, 50 in MMSeg's runtime).
+    MMPretrain (``VisualizationHook``): the network input with its predicted class, written to
+    ``show_dir``; every ``interval``-th image (``None``: 1, MMPretrain's default).
+
+    Raises:
+        KeyError: the config has no ``default_hooks.visualization``.
+    """
+    hook = (cfg.get('default_hooks') or {}).get('visualization')
+    if not hook:
+        raise KeyError('--show/--show-dir need a visualization hook in default_hooks, e.g. '
+                       "visualization=dict(type='SegVisualizationHook') (MMSeg) or "
+                       "dict(type='VisualizationHook') (MMPretrain)")
+    if scope == 'mmseg':
+        hook.draw = True
+        if show:
+            hook.show = True
+            hook.wait_time = wait_time
+        if show_dir is not None:
+            cfg.visualizer.save_dir = show_dir
+            # MMSeg's runtime names its visualizer 'visualizer'; MMEngine would hand this run an
+            # earlier instance of that name (e.g. an MMSegInferencer's), which has no save_dir.
+            # Unnamed, it is named after the run.
+            cfg.visualizer.pop('name', None)
+    else:
+        hook.update(enable=True, show=show, wait_time=wait_time, out_dir=show_dir)
+        interval = 1 if interval is None else interval
+    if interval is not None:
+        hook.interval = interval
+
+
 def merge_test_args(cfg: Config, checkpoint: str, *, work_dir: Optional[str] = None,
                     cfg_options: Optional[dict] = None, launcher: str = 'none',
-                    tta: bool = False, out: Optional[str] = None) -> Config:
+                    tta: bool = False, out: Optional[str] = None, show: bool = False,
+                    show_dir: Optional[str] = None, wait_time: float = 2.,
+                    interval: Optional[int] = None) -> Config:
     """Apply the options of ``tools/test.py`` to a config (CLI > config > defaults).
 
     Args:
@@ -225,10 +306,15 @@ def merge_test_args(cfg: Config, checkpoint: str, *, work_dir: Optional[str] = N
         tta: test-time augmentation with ``cfg.tta_model`` and ``cfg.tta_pipeline``
             (MMPretrain configs without them: :func:`set_mmpretrain_tta_defaults`).
         out: MMSeg: the directory of the predicted masks (offline evaluation).
+        show, show_dir, wait_time, interval: draw the predictions
+            (:func:`enable_visualization`).
     """
     scope = apply_common_args(cfg, work_dir=work_dir, cfg_options=cfg_options, launcher=launcher)
     cfg.load_from = checkpoint
     ensure_hooks(cfg, [dict(type=RUNTIME_HOOKS['config_guard'])])
+    if show or show_dir is not None:
+        enable_visualization(cfg, scope, show=show, show_dir=show_dir, wait_time=wait_time,
+                             interval=interval)
     if tta:
         if scope == 'mmpretrain':
             set_mmpretrain_tta_defaults(cfg)
@@ -246,15 +332,38 @@ def merge_test_args(cfg: Config, checkpoint: str, *, work_dir: Optional[str] = N
     return cfg
 
 
-def run_test(cfg: Config, *, out: Optional[str] = None) -> Dict[str, float]:
+#: ``--out-item`` (MMPretrain's): what ``--out`` holds.
+OUT_ITEMS = ('metrics', 'pred')
+
+
+def run_test(cfg: Config, *, out: Optional[str] = None,
+             out_item: Optional[str] = None) -> Dict[str, float]:
     """Test with a config merged by :func:`merge_test_args` (what ``tools/test.py`` does after
     its command line); returns the test metrics (also in the run's log dir).
 
     Args:
-        out: MMPretrain: a pickle file for the predictions (MMSeg: see :func:`merge_test_args`).
+        out: MMPretrain: a pickle file for the predictions, or for the metrics with
+            ``out_item='metrics'`` (MMSeg: see :func:`merge_test_args`).
+        out_item: MMPretrain: ``'pred'`` (the default) or ``'metrics'`` (:data:`OUT_ITEMS`).
+
+    Raises:
+        ValueError: ``out_item`` without ``out``, not one of :data:`OUT_ITEMS`, or with an MMSeg
+            config (whose ``out`` is a directory of masks).
     """
+    if out_item is not None:
+        if out is None:
+            raise ValueError('--out-item needs --out, the file to write it to')
+        if out_item not in OUT_ITEMS:
+            raise ValueError(f'--out-item must be one of {OUT_ITEMS}, got {out_item!r}')
+        if cfg.default_scope != 'mmpretrain':
+            raise ValueError('--out-item is for MMPretrain configs; with an MMSeg config, --out '
+                             'is the directory of the predicted masks')
     runner = build_runner(cfg)
     check_datasets_not_empty(cfg, ('test_dataloader', ))
-    if cfg.default_scope == 'mmpretrain' and out is not None:
+    mmpretrain_out = cfg.default_scope == 'mmpretrain' and out is not None
+    if mmpretrain_out and out_item in (None, 'pred'):
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=out))
-    return runner.test()
+    metrics = runner.test()
+    if mmpretrain_out and out_item == 'metrics':
+        mmengine.dump(metrics, out)
+    return metrics

@@ -103,11 +103,14 @@ def mmseg_vit_to_davpt(backbone: Mapping, pretrained: Optional[str] = None, **da
 
 
 def strict_pipeline(pipeline: Sequence[Mapping], num_classes: Optional[int] = None,
-                    ignore_index: int = 255) -> list:
+                    ignore_index: int = 255, strict_loading: bool = True) -> list:
     """A copy of a data pipeline that stops on broken data, naming the file.
 
-    - ``LoadImageFromFile`` becomes ``LoadImageFromFileStrict`` (same arguments): an empty or
-      undecodable image raises with its path instead of a bare ``cv2.error``.
+    - With ``strict_loading``, ``LoadImageFromFile`` becomes ``LoadImageFromFileStrict`` (same
+      arguments): an empty or undecodable image raises with its path instead of a bare
+      ``cv2.error``, and is never skipped. Pass ``strict_loading=False`` for test, val and TTA
+      pipelines: MMPretrain's and MMSeg's inferencers look for ``LoadImageFromFile`` in the test
+      pipeline by name (and an unreadable test image stops a test run anyway).
     - With ``num_classes`` (segmentation), a ``CheckSegMask(num_classes, ignore_index)`` step
       follows every ``LoadAnnotations``: a mask whose size differs from its image, or with labels
       outside ``[0, num_classes)`` other than ``ignore_index``, raises with its path. Inside a
@@ -120,23 +123,24 @@ def strict_pipeline(pipeline: Sequence[Mapping], num_classes: Optional[int] = No
     out = []
     for step in _plain(list(pipeline)):
         kind = step.get('type')
-        if kind == 'LoadImageFromFile':
+        if kind == 'LoadImageFromFile' and strict_loading:
             step['type'] = 'LoadImageFromFileStrict'
         if kind == 'TestTimeAug':
-            step['transforms'] = _strict_tta_steps(step['transforms'], check)
+            step['transforms'] = _strict_tta_steps(step['transforms'], check, strict_loading)
         out.append(step)
         if kind == 'LoadAnnotations' and check is not None:
             out.append(dict(check))
     return out
 
 
-def _strict_tta_steps(steps: list, check: Optional[dict]) -> list:
-    """``TestTimeAug.transforms`` (a list of alternatives per step) with the strict loader and
-    a ``[check]`` step after each step that loads annotations."""
+def _strict_tta_steps(steps: list, check: Optional[dict], strict_loading: bool) -> list:
+    """``TestTimeAug.transforms`` (a list of alternatives per step) with the strict loader (if
+    ``strict_loading``) and a ``[check]`` step after each step that loads annotations."""
     out = []
     for alternatives in steps:
-        alternatives = [dict(t, type='LoadImageFromFileStrict')
-                        if t.get('type') == 'LoadImageFromFile' else t for t in alternatives]
+        if strict_loading:
+            alternatives = [dict(t, type='LoadImageFromFileStrict')
+                            if t.get('type') == 'LoadImageFromFile' else t for t in alternatives]
         out.append(alternatives)
         if check is not None and any(t.get('type') == 'LoadAnnotations' for t in alternatives):
             out.append([dict(check)])

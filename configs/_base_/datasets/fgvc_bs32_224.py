@@ -10,8 +10,10 @@ train_pipeline = [
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='PackInputs'),
 ]
+# The test pipeline keeps LoadImageFromFile, the step MMPretrain's ImageClassificationInferencer
+# replaces; training images are loaded strictly (an unreadable one stops the run, naming it).
 test_pipeline = [
-    dict(type='LoadImageFromFileStrict'),
+    dict(type='LoadImageFromFile'),
     dict(type='ResizeEdge', scale=256, edge='short', interpolation='bicubic'),
     dict(type='CenterCrop', crop_size=224),
     dict(type='PackInputs'),

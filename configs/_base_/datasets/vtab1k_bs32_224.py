@@ -4,8 +4,15 @@
 dataset_type = 'VTAB1kDataset'
 data_root = 'data/vtab-1k'
 
-pipeline = [
+# Training images are loaded strictly (an unreadable one stops the run, naming it); the test
+# pipeline keeps LoadImageFromFile, the step MMPretrain's ImageClassificationInferencer replaces.
+train_pipeline = [
     dict(type='LoadImageFromFileStrict'),
+    dict(type='Resize', scale=(224, 224), interpolation='bicubic'),
+    dict(type='PackInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(224, 224), interpolation='bicubic'),
     dict(type='PackInputs'),
 ]
@@ -14,21 +21,21 @@ train_dataloader = dict(
     batch_size=32,
     num_workers=4,
     dataset=dict(type=dataset_type, data_root=data_root, task=None, split='train800',
-                 pipeline=pipeline),
+                 pipeline=train_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=True),
 )
 val_dataloader = dict(
     batch_size=64,
     num_workers=4,
     dataset=dict(type=dataset_type, data_root=data_root, task=None, split='val200',
-                 pipeline=pipeline),
+                 pipeline=test_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=False),
 )
 test_dataloader = dict(
     batch_size=64,
     num_workers=4,
     dataset=dict(type=dataset_type, data_root=data_root, task=None, split='test',
-                 pipeline=pipeline),
+                 pipeline=test_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=False),
 )
 val_evaluator = dict(type='Accuracy', topk=(1, ))

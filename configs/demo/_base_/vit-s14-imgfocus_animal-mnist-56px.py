@@ -11,27 +11,33 @@ _base_ = [
 
 data_root = 'data/animal_mnist_vtab'
 img_size = 56
-pipeline = [
+# Training images are loaded strictly (an unreadable one stops the run, naming it); the test
+# pipeline keeps LoadImageFromFile, the step MMPretrain's ImageClassificationInferencer replaces.
+train_pipeline = [
     dict(type='LoadImageFromFileStrict'),
     dict(type='Resize', scale=(img_size, img_size), interpolation='bicubic'),
     dict(type='PackInputs'),
 ]
-dataset = dict(type='VTAB1kDataset', data_root=data_root, task='animal_mnist',
-               pipeline=pipeline)
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(img_size, img_size), interpolation='bicubic'),
+    dict(type='PackInputs'),
+]
+dataset = dict(type='VTAB1kDataset', data_root=data_root, task='animal_mnist')
 train_dataloader = dict(
     batch_size=32,
     num_workers=0,
-    dataset=dict(**dataset, split='train800'),
+    dataset=dict(**dataset, split='train800', pipeline=train_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=True))
 val_dataloader = dict(
     batch_size=100,
     num_workers=0,
-    dataset=dict(**dataset, split='val200'),
+    dataset=dict(**dataset, split='val200', pipeline=test_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=False))
 test_dataloader = dict(
     batch_size=100,
     num_workers=0,
-    dataset=dict(**dataset, split='test'),
+    dataset=dict(**dataset, split='test', pipeline=test_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=False))
 val_evaluator = dict(type='Accuracy', topk=(1, ))
 test_evaluator = val_evaluator

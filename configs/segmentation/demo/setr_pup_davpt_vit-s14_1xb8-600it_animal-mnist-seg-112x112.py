@@ -23,15 +23,17 @@ train_pipeline = [
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackSegInputs')
 ]
+# The test pipelines keep LoadImageFromFile, which MMSeg's MMSegInferencer looks for; training
+# images are loaded strictly (an unreadable one stops the run, naming it).
 test_pipeline = [
-    dict(type='LoadImageFromFileStrict'),
+    dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
     dict(type='CheckSegMask', num_classes=num_classes),
     dict(type='PackSegInputs')
 ]
 img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]  # multiples of the 14-pixel patch at 112 px
 tta_pipeline = [
-    dict(type='LoadImageFromFileStrict'),
+    dict(type='LoadImageFromFile'),
     dict(
         type='TestTimeAug',
         transforms=[
