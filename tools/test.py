@@ -5,6 +5,9 @@ Mirrors ``tools/test.py`` of MMPretrain 1.2.0 and MMSeg 1.2.2; the config's ``de
 defaults, dataloader defaults).
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out PATH] [--tta]
+                         [--allow-config-change]
+
+A checkpoint trained on other classes than the test data's is refused (``ConfigGuardHook``).
 """
 import argparse
 
@@ -27,6 +30,10 @@ def parse_args() -> argparse.Namespace:
         '--tta', action='store_true',
         help='test-time augmentation with cfg.tta_model and cfg.tta_pipeline (mmpretrain '
         'configs without them get flip TTA averaging the class scores)')
+    parser.add_argument(
+        '--allow-config-change', action='store_true',
+        help="test even if the checkpoint's classes (meta dataset_meta) differ from the test "
+        "data's (ConfigGuardHook): the same classes under other names")
     add_common_args(parser, example='test_dataloader.batch_size=1')
     return parse_common_args(parser)
 
@@ -35,7 +42,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     """Apply the command line to the config (CLI > config > defaults)."""
     return merge_test_args(cfg, args.checkpoint, work_dir=args.work_dir,
                            cfg_options=args.cfg_options, launcher=args.launcher, tta=args.tta,
-                           out=args.out)
+                           out=args.out, allow_config_change=args.allow_config_change)
 
 
 def main() -> None:

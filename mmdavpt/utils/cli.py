@@ -214,7 +214,8 @@ def set_mmpretrain_tta_defaults(cfg: Config) -> None:
 
 def merge_test_args(cfg: Config, checkpoint: str, *, work_dir: Optional[str] = None,
                     cfg_options: Optional[dict] = None, launcher: str = 'none',
-                    tta: bool = False, out: Optional[str] = None) -> Config:
+                    tta: bool = False, out: Optional[str] = None,
+                    allow_config_change: bool = False) -> Config:
     """Apply the options of ``tools/test.py`` to a config (CLI > config > defaults).
 
     Args:
@@ -225,10 +226,15 @@ def merge_test_args(cfg: Config, checkpoint: str, *, work_dir: Optional[str] = N
         tta: test-time augmentation with ``cfg.tta_model`` and ``cfg.tta_pipeline``
             (MMPretrain configs without them: :func:`set_mmpretrain_tta_defaults`).
         out: MMSeg: the directory of the predicted masks (offline evaluation).
+        allow_config_change: test a checkpoint trained on other classes than the test data's
+            (``ConfigGuardHook(allow_config_change=True)``: a warning instead of an error).
     """
     scope = apply_common_args(cfg, work_dir=work_dir, cfg_options=cfg_options, launcher=launcher)
     cfg.load_from = checkpoint
-    ensure_hooks(cfg, [dict(type=RUNTIME_HOOKS['config_guard'])])
+    guard = dict(type=RUNTIME_HOOKS['config_guard'])
+    if allow_config_change:
+        guard['allow_config_change'] = True
+    ensure_hooks(cfg, [guard])
     if tta:
         if scope == 'mmpretrain':
             set_mmpretrain_tta_defaults(cfg)

@@ -144,6 +144,11 @@ class ConfigGuardHook(Hook):
       from the backbone's ``init_cfg``. MMEngine itself only warns, and tests a half-loaded model.
       A warm start (``load_from`` without ``resume``, in training) is not checked: loading part of
       a checkpoint (another head, say) is what it is for.
+    - When a checkpoint is loaded for testing or validation, the classes it was trained on
+      (MMEngine saves the training dataset's ``metainfo`` as ``meta['dataset_meta']``) must be
+      the classes of the evaluated dataset, in the same order: a checkpoint of another task
+      scores its predictions against other labels. Not checked when either side names no
+      classes.
     - Before training, the heads' numbers of classes must match the training data's
       (:func:`~mmdavpt.engine.head_classes.check_head_classes`): fewer is an error, more a
       warning.
@@ -152,7 +157,8 @@ class ConfigGuardHook(Hook):
         keys: dotted config keys compared on resume.
         ignore_keys: ``fnmatch`` patterns of dotted leaf keys not compared, e.g.
             ``('*.data_root', 'model.backbone.init_cfg.checkpoint')`` when a run moves machines.
-        allow_config_change: warn instead of raising on config differences.
+        allow_config_change: warn instead of raising on config differences (on resume) and on
+            other classes (when testing).
     """
 
     priority = 'VERY_HIGH'  # before anything else reads the checkpoint
@@ -174,6 +180,8 @@ class ConfigGuardHook(Hook):
             self._check_config(runner, checkpoint)
         if resuming or not isinstance(runner._train_loop, BaseLoop):
             self._check_state_dict(runner, checkpoint)
+        if not isinstance(runner._train_loop, BaseLoop):
+            self._check_classes(runner, checkpoint)
 
     @staticmethod
     def _source(runner) -> str:
@@ -224,6 +232,31 @@ class ConfigGuardHook(Hook):
             f"checkpoint's values stay in effect, not the new ones: learning rate(s) of the "
             f"checkpoint's parameter groups {lrs}. To train with the new settings, start a new "
             f'work_dir with load_from=CHECKPOINT (weights only) instead of --resume.')
+
+    def _check_classes(self, runner, checkpoint: dict) -> None:
+        """The checkpoint's training classes must be those of the dataset it is evaluated on."""
+        saved = (checkpoint.get('meta', {}).get('dataset_meta') or {}).get('classes')
+        loops = [loop for loop in (runner._test_loop, runner._val_loop)
+                 if isinstance(loop, BaseLoop)]
+        if saved is None or not loops:
+            return
+        dataset = loops[0].dataloader.dataset
+        current = (getattr(dataset, 'metainfo', None) or {}).get('classes')
+        if current is None:
+            return
+        saved, current = tuple(str(c) for c in saved), tuple(str(c) for c in current)
+        if saved == current:
+            return
+        split = 'test' if loops[0] is runner._test_loop else 'val'
+        msg = (f'{self._source(runner)} was trained on {len(saved)} classes {_short(saved)} '
+               f"(its meta['dataset_meta']), but the {split} data of this config has "
+               f'{len(current)} classes {_short(current)}: its predictions would be scored '
+               f'against the labels of another task.')
+        if self.allow_config_change:
+            runner.logger.warning(msg + ' Evaluating anyway (allow_config_change=True).')
+            return
+        raise ValueError(msg + ' Evaluate it with the config of the data it was trained on, or '
+                         f'pass {OVERRIDE} if these are the same classes under other names.')
 
     def _check_state_dict(self, runner, checkpoint: dict) -> None:
         model = runner.model
