@@ -17,6 +17,7 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner, find_latest_checkpoint
 
 from mmdavpt.datasets.checks import check_datasets_not_empty
+from mmdavpt.engine.hooks.config_guard_hook import check_work_dir_settings
 from mmdavpt.utils.workdir import check_work_dir_owner, run_name
 
 SCOPES = ('mmpretrain', 'mmseg')
@@ -185,10 +186,13 @@ def run_train(cfg: Config, *, resume: Optional[str] = None,
     after its command line); returns the runner once its training ended.
 
     A work dir that holds another config's run is refused (its checkpoints would be
-    overwritten) unless a resume explicitly allows a config change.
+    overwritten) unless a resume explicitly allows a config change; so is, when not resuming, one
+    that holds a run of the same config with other settings (``check_work_dir_settings``).
     """
     if not (cfg.get('resume') and allow_config_change):
         check_work_dir_owner(cfg.work_dir, name=run_name(cfg))
+    if not cfg.get('resume'):
+        check_work_dir_settings(cfg.work_dir, cfg)
     runner = build_runner(cfg)
     check_datasets_not_empty(cfg, ('train_dataloader', 'val_dataloader')
                              if cfg.get('val_cfg') else ('train_dataloader', ))

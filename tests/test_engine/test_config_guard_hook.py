@@ -76,3 +76,35 @@ def test_tools_test_allow_config_change_tests_with_a_warning(trained, tmp_path):
     with pytest.raises(ValueError, match='was trained on 4 classes'):
         run_test(cfg)
 
+
+def test_train_refuses_a_work_dir_of_the_same_config_with_other_settings(tmp_path):
+    """``tools/train.py`` into a work dir that holds a run of the same config file with other
+    ``--cfg-options``: refused before anything is written (MMEngine keeps one set of
+    checkpoint names per work dir: the best checkpoint and the dumped config would be
+    replaced). The same settings retrain there; ``--resume`` continues."""
+    import os
+
+    from mmdavpt.utils.workdir import WorkDirConflict
+
+    from conftest import load_tool, write_tiny_config
+    train = load_tool('tools/train.py')
+    config = write_tiny_config(tmp_path, max_epochs=1)
+    work_dir = str(tmp_path / 'work')
+    train.main([config, '--work-dir', work_dir, '--cfg-options',
+                'optim_wrapper.optimizer.lr=0.01'])
+    before = {f: os.path.getmtime(osp.join(work_dir, f)) for f in os.listdir(work_dir)}
+    assert any(f.startswith('best_') for f in before)
+    with pytest.raises(WorkDirConflict, match=r'holds checkpoints of a run with other settings '
+                       r'\(e\.g\. best_accuracy_top1_epoch_1\.pth; 1 config key\(s\) differ, '
+                       r'checkpoint -> now: optim_wrapper\.optimizer\.lr: 0\.01 -> 0\.02\); '
+                       r'training there from scratch would overwrite them\. Pass another '
+                       r'--work-dir, or --resume to continue that run\.'):
+        train.main([config, '--work-dir', work_dir, '--cfg-options',
+                    'optim_wrapper.optimizer.lr=0.02'])
+    assert {f: os.path.getmtime(osp.join(work_dir, f)) for f in os.listdir(work_dir)} == before
+    # the same settings (a work dir spelled otherwise) are the same run: trained again
+    train.main([config, '--work-dir', work_dir + '/', '--cfg-options',
+                'optim_wrapper.optimizer.lr=0.01'])
+    train.main([config, '--work-dir', work_dir, '--resume', '--cfg-options',
+                'optim_wrapper.optimizer.lr=0.01', 'train_cfg.max_epochs=2'])
+    assert osp.isfile(osp.join(work_dir, 'epoch_2.pth'))

@@ -1,5 +1,9 @@
-"""Refuse a checkpoint that does not belong to the run: another config on resume, another model."""
+"""Refuse a checkpoint that does not belong to the run: another config on resume, another model,
+another task's classes; and a training that would overwrite the checkpoints of a run of other
+settings (:func:`check_work_dir_settings`)."""
 import ast
+import glob
+import os.path as osp
 from fnmatch import fnmatchcase
 from typing import Dict, List, Sequence, Tuple
 
@@ -15,6 +19,7 @@ from mmdavpt.engine.hooks.tuned_only_checkpoint_hook import (
 )
 from mmdavpt.registry import register_hook
 from mmdavpt.utils.ckpt_convert import compare_state_dicts
+from mmdavpt.utils.workdir import WorkDirConflict
 
 #: Config sections that must be the same when a run is resumed: what is trained, on what data.
 DEFAULT_KEYS = ('model', 'train_dataloader.dataset', 'train_dataloader.batch_size')
@@ -22,6 +27,9 @@ DEFAULT_KEYS = ('model', 'train_dataloader.dataset', 'train_dataloader.batch_siz
 #: MMEngine restores the optimizer's parameter groups (lr, momentum, weight decay, ... as set by
 #: ``optimizer`` and ``paramwise_cfg``) and every parameter scheduler's state.
 RESTORED_KEYS = ('optim_wrapper.optimizer', 'optim_wrapper.paramwise_cfg', 'param_scheduler')
+#: Config keys that say where and how a run is started, not what it trains: a training from
+#: scratch into a work dir may differ from the run whose checkpoints are there only in these.
+LOCATION_KEYS = ('work_dir', 'resume', 'load_from', 'launcher')
 #: Shown in the messages: how to override from the command line.
 OVERRIDE = '--allow-config-change (ConfigGuardHook(allow_config_change=True))'
 
@@ -108,6 +116,41 @@ def config_differences(saved: Dict[str, object], current: Dict[str, object],
             if a != b:
                 diffs.append((leaf, a, b))
     return diffs
+
+
+def check_work_dir_settings(work_dir: str, cfg) -> None:
+    """Refuse to train ``cfg`` from scratch into a work dir whose checkpoints were saved by a run
+    of other settings (the same config file with other ``--cfg-options``, say): MMEngine keeps one
+    set of checkpoint names per work dir, so the new run would overwrite them (its best
+    checkpoint, its dumped config) without a word.
+
+    Compares the config each checkpoint saved (``meta['cfg']``, MMEngine's ``pretty_text``) with
+    ``cfg`` on every key but :data:`LOCATION_KEYS`. Files without a saved config (converted
+    weights) are not a run's and are ignored.
+
+    Raises:
+        WorkDirConflict: naming the checkpoint, the differing keys and the way out.
+    """
+    import torch
+
+    import mmdavpt  # noqa: F401  lets torch.load (weights_only) read mmengine checkpoints
+    current = parse_pretty_text(cfg.pretty_text)
+    for path in sorted(glob.glob(osp.join(work_dir, '*.pth'))):
+        text = (torch.load(path, map_location='cpu', mmap=True).get('meta') or {}).get('cfg')
+        if not text:
+            continue
+        saved = parse_pretty_text(text)
+        keys = sorted((set(saved) | set(current)) - set(LOCATION_KEYS))
+        diffs = config_differences(saved, current, keys)
+        if not diffs:
+            continue
+        shown = '; '.join(f'{k}: {_short(a)} -> {_short(b)}' for k, a, b in diffs[:6])
+        more = f' (and {len(diffs) - 6} more)' if len(diffs) > 6 else ''
+        raise WorkDirConflict(
+            f'{work_dir} holds checkpoints of a run with other settings (e.g. '
+            f'{osp.basename(path)}; {len(diffs)} config key(s) differ, checkpoint -> now: '
+            f'{shown}{more}); training there from scratch would overwrite them. Pass another '
+            f'--work-dir, or --resume to continue that run.')
 
 
 def _param_group_values(state: object, name: str) -> List[object]:
