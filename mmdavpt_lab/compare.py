@@ -26,9 +26,10 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 from mmengine.config import Config, DictAction
 from scipy import stats
 
-from mmdavpt_lab.attention import SHARES_JSON
 from mmdavpt.utils import workdir
 from mmdavpt.utils.params import count_config_tunable
+from mmdavpt_lab.attention import SHARES_JSON
+from mmdavpt_lab.child import main_in_child
 
 #: The per-run result, written in the run's work dir once its training and tests are done.
 RESULT_FILE = 'compare_result.json'
@@ -370,10 +371,13 @@ def run_command(cmd: List[str], log_path: str, threads: Optional[int], cwd: str)
     return time.perf_counter() - start
 
 
+#: The module of a run's process (:func:`run_process`).
+RUN_MODULE = 'mmdavpt_lab.run'
+
 #: What the fork server of :func:`run_process` imports once for all runs: the run module (the
 #: package, torch, MMEngine) and what the MMPretrain and MMSeg registries import when a runner is
 #: built in their scope.
-RUN_PRELOAD = ('mmdavpt_lab.run', 'mmpretrain.datasets', 'mmpretrain.engine',
+RUN_PRELOAD = (RUN_MODULE, 'mmpretrain.datasets', 'mmpretrain.engine',
                'mmpretrain.evaluation', 'mmpretrain.models', 'mmpretrain.visualization',
                'mmseg.datasets', 'mmseg.engine', 'mmseg.evaluation', 'mmseg.models',
                'mmseg.visualization')
@@ -385,11 +389,11 @@ def run_process(argv: List[str], log_path: str, threads: Optional[int], cwd: str
     a server that imported :data:`RUN_PRELOAD` once (multiprocessing's ``forkserver``): each run
     still gets a process of its own, without the ~7 s of imports that a fresh Python pays.
     Returns the wall time; raises with the log's tail on failure."""
-    from mmdavpt_lab.run import main_in_child
     ctx = multiprocessing.get_context('forkserver')
     ctx.set_forkserver_preload(list(RUN_PRELOAD))
     start = time.perf_counter()
-    proc = ctx.Process(target=main_in_child, args=(argv, log_path, threads, cwd))
+    proc = ctx.Process(target=main_in_child,
+                       args=(RUN_MODULE, argv, log_path, threads, cwd))
     proc.start()
     proc.join()
     if proc.exitcode != 0:

@@ -15,17 +15,15 @@ training ended, the tests' metrics under ``RUN_DIR/test_{mode}`` and the attenti
 import argparse
 import gc
 import json
-import os
 import os.path as osp
-import sys
 import time
-import warnings
 from typing import Dict, List, Optional, Sequence
 
-import torch
 from mmengine.config import Config
 
 import mmdavpt  # noqa: F401  registers mmdavpt's modules and the torch.load allowlist
+from mmdavpt.utils import workdir
+from mmdavpt.utils.cli import merge_test_args, merge_train_args, run_test, run_train
 from mmdavpt_lab import attention
 from mmdavpt_lab.compare import (
     ATTENTION_DIR,
@@ -34,8 +32,6 @@ from mmdavpt_lab.compare import (
     parse_cfg_options,
     trained_checkpoint,
 )
-from mmdavpt.utils import workdir
-from mmdavpt.utils.cli import merge_test_args, merge_train_args, run_test, run_train
 
 #: The test modes: ``tools/test.py`` without and with ``--tta``.
 MODES = ('ss', 'tta')
@@ -116,22 +112,6 @@ def main(argv: Optional[List[str]] = None) -> None:
         evaluate(args.config, args.cfg_options, checkpoint, args.work_dir, mode, args.amp)
     if args.attention_layers:
         measure_attention(args.work_dir, checkpoint, args.attention_layers)
-
-
-def main_in_child(argv: List[str], log_path: str, threads: Optional[int], cwd: str) -> None:
-    """:func:`main` as the target of a process forked by :func:`mmdavpt_lab.compare.
-    run_process`: in ``cwd``, with ``threads`` intra-op threads (``None``: torch's default), its
-    output (Python's and the C libraries') appended to ``log_path``, warnings off."""
-    os.chdir(cwd)
-    if threads is not None:
-        torch.set_num_threads(threads)
-    warnings.simplefilter('ignore')
-    with open(log_path, 'a') as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-    sys.stdout = open(1, 'w', buffering=1, closefd=False)
-    sys.stderr = open(2, 'w', buffering=1, closefd=False)
-    main(argv)
 
 
 if __name__ == '__main__':
