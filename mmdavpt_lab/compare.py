@@ -4,10 +4,11 @@
 A *run* is one (method, seed): a training as ``tools/train.py`` does it and tests as
 ``tools/test.py`` does them of the checkpoint it selects (:func:`selection`: the best-val
 checkpoint when the config keeps one, else the final one), all in one process per run
-(:mod:`mmdavpt_lab.run`, started by :func:`run_one` through :func:`run_process`). Each
-run leaves a :data:`RESULT_FILE` in its work dir (the marker that it finished, so a rerun skips
-it); :func:`summarize` turns the runs into per-method mean ± std over seeds and the paired
-difference to a baseline with a t interval over seeds; :func:`run_comparison` does all of it.
+(:mod:`mmdavpt_lab.run`, started by :func:`run_one` through :func:`run_process`; this module
+does not import it). Each run leaves a :data:`RESULT_FILE` in its work dir (the marker that it
+finished, so a rerun skips it, but only for the same run: :func:`check_result`);
+:func:`summarize` turns the runs into per-method mean ± std over seeds and the paired difference
+to a baseline with a t interval over seeds; :func:`run_comparison` does all of it.
 """
 import argparse
 import glob
@@ -41,7 +42,7 @@ METRICS = {'mmseg': 'mIoU', 'mmpretrain': 'accuracy/top1'}
 MODE_LABELS = {'ss': 'single-scale', 'tta': 'TTA', 'val': 'best val'}
 
 #: Written in a run's work dir when its training ended without an error (JSON:
-#: ``train_seconds``; runs of mmdavpt 0.1 before the one-process runs wrote a line of text).
+#: ``train_seconds`` and the training's :func:`run_identity`, ``config`` and ``cfg_options``).
 TRAINED_FILE = 'train.done'
 
 #: The output of a run's process (:mod:`mmdavpt_lab.run`), appended to on a rerun.
@@ -425,15 +426,86 @@ def best_checkpoint(work_dir: str) -> Optional[str]:
     return found[0] if found else None
 
 
-def trained_checkpoint(run_dir: str, cfg: Config) -> Optional[str]:
-    """The checkpoint a finished training of ``cfg`` in ``run_dir`` is tested with
-    (:func:`selection`), or ``None`` when the training has not finished: a best-val checkpoint
-    counts only once :data:`TRAINED_FILE` says the training ended (an interrupted run leaves one
-    behind too), the final checkpoint exists only at the end."""
+def run_identity(cfg: Config, amp: bool = False) -> Dict[str, object]:
+    """What makes two trainings the same run: the merged config (:func:`config_digest`; it holds
+    the seed and the schedule) and mixed precision (``--amp`` is not in the config: the training
+    switches the optimizer wrapper when it starts)."""
+    return dict(config_digest=config_digest(cfg), amp=bool(amp))
+
+
+def write_trained(run_dir: str, cfg: Config, amp: bool, train_seconds: float, config: str,
+                  options: Sequence[str]) -> None:
+    """Write :data:`TRAINED_FILE`: the training of ``cfg`` (``config`` with ``options``, with
+    ``amp``) ended in ``run_dir`` after ``train_seconds``."""
+    with open(osp.join(run_dir, TRAINED_FILE), 'w') as f:
+        json.dump(dict(run_identity(cfg, amp), train_seconds=train_seconds, config=config,
+                       cfg_options=list(options)), f)
+
+
+def trained_checkpoint(run_dir: str, cfg: Config, amp: bool = False) -> Optional[str]:
+    """The checkpoint a finished training of ``cfg`` (with ``amp``) in ``run_dir`` is tested with
+    (:func:`selection`), or ``None`` when no training finished there: a training finished once
+    its :data:`TRAINED_FILE` is written (an interrupted run leaves a best-val checkpoint behind
+    too), and it must be this run's (:func:`run_identity`).
+
+    Raises:
+        ValueError: the training that finished in ``run_dir`` is of another config or precision,
+            or did not record which; its checkpoints are not this run's.
+    """
+    path = osp.join(run_dir, TRAINED_FILE)
+    if not osp.isfile(path):
+        return None
+    with open(path) as f:
+        try:
+            done = json.load(f)
+        except json.JSONDecodeError:
+            done = None
+    want = run_identity(cfg, amp)
+    if not isinstance(done, dict) or any(done.get(k) != v for k, v in want.items()):
+        what = 'a config it did not record (an older mmdavpt wrote it)' \
+            if not isinstance(done, dict) or 'config_digest' not in done else \
+            f'{done.get("config")} with {done.get("cfg_options")}' + \
+            (' and --amp' if done.get('amp') else ' without --amp')
+        raise ValueError(
+            f'{run_dir} holds a finished training of {what} ({path}), not of this run '
+            f'({cfg.filename} with its options{" and --amp" if amp else " without --amp"}): '
+            f'its checkpoints are not this run\'s. Use another --work-dir, or delete {run_dir} '
+            f'to train this run there.')
     if selection(cfg) == 'val':
-        return best_checkpoint(run_dir) if osp.isfile(osp.join(run_dir, TRAINED_FILE)) else None
-    path = final_checkpoint(run_dir, cfg)
-    return path if osp.isfile(path) else None
+        return best_checkpoint(run_dir)
+    final = final_checkpoint(run_dir, cfg)
+    return final if osp.isfile(final) else None
+
+
+def check_result(result: dict, result_path: str, config: str, options: Sequence[str],
+                 digest: str, amp: bool, modes: Sequence[str]) -> None:
+    """Refuse to read a finished run's :data:`RESULT_FILE` back for another run: another
+    merged config (the same merged config is the same run, however its options are spelled),
+    another precision, or other test modes (``--no-tta``).
+
+    Raises:
+        ValueError: naming what differs and the way out.
+    """
+    same_options = (result['config'], result['cfg_options']) == (config, list(options))
+    stored = result.get('config_digest')
+    if not same_options and stored != digest:
+        raise ValueError(f'{result_path} is a run of {result["config"]} with '
+                         f'{result["cfg_options"]}, not of {config} with {list(options)}: use '
+                         'another work dir')
+    if stored is not None and stored != digest:
+        raise ValueError(f'{result_path} is a run of another content of {config} (the '
+                         'config file changed since): use another work dir')
+    if 'amp' not in result:
+        raise ValueError(f'{result_path} does not record whether its run used --amp (an older '
+                         'mmdavpt wrote it): use another work dir')
+    if result['amp'] != amp:
+        raise ValueError(f'{result_path} is a run {"with" if result["amp"] else "without"} '
+                         f'--amp, not {"with" if amp else "without"}: use another work dir')
+    tested = [m for m in ('ss', 'tta') if m in result['metrics']]
+    if tested != list(modes):
+        raise ValueError(f'{result_path} was tested in the modes {tested}, this run asks for '
+                         f'{list(modes)} (--no-tta): use another work dir, or delete that file '
+                         'to test the finished training again')
 
 
 def attention_shares(shares_json: str) -> Optional[Dict[str, float]]:
@@ -475,7 +547,8 @@ def run_one(method: str, config: str, overrides: Sequence[str], seed: int, work_
         threads: intra-op threads of the run's process (``None``: torch's default).
 
     Returns:
-        The run result: ``method``, ``seed``, ``config``, ``cfg_options``, ``selection``,
+        The run result: ``method``, ``seed``, ``config``, ``cfg_options``, ``config_digest``,
+        ``amp``, ``selection``,
         ``checkpoint``, ``metric``, ``metrics`` ({``'ss'``/``'tta'``: test value, ``'val'``: the
         best val value of a val-selected run}), ``attention`` (:func:`attention_shares` or
         ``None``), ``train_seconds``, ``seconds_per_step``, ``tunable_params``.
@@ -484,28 +557,19 @@ def run_one(method: str, config: str, overrides: Sequence[str], seed: int, work_
     result_path = osp.join(run_dir, RESULT_FILE)
     options, cfg = run_options(config, overrides, seed, iters, epochs)
     digest = config_digest(cfg)
-    if osp.isfile(result_path):
-        with open(result_path) as f:
-            result = json.load(f)
-        # The same merged config is the same run, however its options are spelled.
-        same_options = (result['config'], result['cfg_options']) == (config, options)
-        stored = result.get('config_digest')
-        if not same_options and stored != digest:
-            raise ValueError(f'{result_path} is a run of {result["config"]} with '
-                             f'{result["cfg_options"]}, not of {config} with {options}: use '
-                             'another work dir')
-        if stored is not None and stored != digest:
-            raise ValueError(f'{result_path} is a run of another content of {config} (the '
-                             'config file changed since): use another work dir')
-        log(f'[compare] {method} seed {seed}: done before ({result_path})')
-        return result
     scope = cfg.get('default_scope', 'mmpretrain')
     if scope not in METRICS:
         raise ValueError(f'{config}: default_scope {scope!r} is not one of {sorted(METRICS)}')
+    modes = ['ss'] + (['tta'] if scope == 'mmseg' and tta else [])
+    if osp.isfile(osp.join(root, result_path)):
+        with open(osp.join(root, result_path)) as f:
+            result = json.load(f)
+        check_result(result, result_path, config, options, digest, amp, modes)
+        log(f'[compare] {method} seed {seed}: done before ({result_path})')
+        return result
     os.makedirs(osp.join(root, run_dir), exist_ok=True)
     select = selection(cfg)
-    trained = trained_checkpoint(osp.join(root, run_dir), cfg) is not None
-    modes = ['ss'] + (['tta'] if scope == 'mmseg' and tta else [])
+    trained = trained_checkpoint(osp.join(root, run_dir), cfg, amp) is not None
     attend = scope == 'mmpretrain' and cfg.model.get('guidance') is not None and select == 'val'
     layers = [str(i) for i in cfg.model.backbone.get('guided_layers', (-1, ))]
     log(f'[compare] {method} seed {seed}: '
@@ -518,7 +582,7 @@ def run_one(method: str, config: str, overrides: Sequence[str], seed: int, work_
     if not trained:
         with open(osp.join(root, run_dir, TRAINED_FILE)) as f:
             train_seconds = json.load(f)['train_seconds']
-    ckpt = trained_checkpoint(osp.join(root, run_dir), cfg)
+    ckpt = trained_checkpoint(osp.join(root, run_dir), cfg, amp)
     metrics = {mode: float(read_test_metrics(osp.join(root, run_dir, f'test_{mode}'))
                            [METRICS[scope]]) for mode in modes}
     best = workdir.best_val(workdir.train_scalars(osp.join(root, run_dir)),
@@ -528,7 +592,7 @@ def run_one(method: str, config: str, overrides: Sequence[str], seed: int, work_
     attention = attention_shares(osp.join(root, run_dir, ATTENTION_DIR, SHARES_JSON)) \
         if attend else None
     result = dict(method=method, seed=seed, config=config, cfg_options=options,
-                  config_digest=digest, selection=select, checkpoint=ckpt,
+                  config_digest=digest, amp=bool(amp), selection=select, checkpoint=ckpt,
                   metric=METRICS[scope], metrics=metrics, attention=attention,
                   train_seconds=train_seconds,
                   seconds_per_step=seconds_per_step(osp.join(root, run_dir)),

@@ -7,14 +7,13 @@ starts and model builds per run; the results are the same.
     python -m mmdavpt_lab.run CONFIG --work-dir RUN_DIR [--train] [--amp]
         [--test ss [tta]] [--attention-layers L ...] [--cfg-options k=v ...]
 
-Without ``--train`` the run's training must have finished before (its checkpoint is tested).
-Writes :data:`~mmdavpt_lab.compare.TRAINED_FILE` (JSON: ``train_seconds``) once the
-training ended, the tests' metrics under ``RUN_DIR/test_{mode}`` and the attention shares under
-``RUN_DIR/attention``.
+Without ``--train`` the run's training must have finished before, with the same config,
+options and ``--amp`` (its :data:`~mmdavpt_lab.compare.TRAINED_FILE` says so; its checkpoint is
+tested). Writes that file once the training ended, the tests' metrics under
+``RUN_DIR/test_{mode}`` and the attention shares under ``RUN_DIR/attention``.
 """
 import argparse
 import gc
-import json
 import os.path as osp
 import time
 from typing import Dict, List, Optional, Sequence
@@ -31,6 +30,7 @@ from mmdavpt_lab.compare import (
     merged_config,
     parse_cfg_options,
     trained_checkpoint,
+    write_trained,
 )
 
 #: The test modes: ``tools/test.py`` without and with ``--tta``.
@@ -39,15 +39,15 @@ MODES = ('ss', 'tta')
 
 def train(config: str, options: Sequence[str], run_dir: str, amp: bool = False) -> float:
     """``tools/train.py CONFIG --work-dir RUN_DIR [--amp] --cfg-options OPTIONS``; writes
-    :data:`TRAINED_FILE` and returns the training's wall time (s)."""
+    :data:`TRAINED_FILE` (:func:`~mmdavpt_lab.compare.write_trained`) and returns the
+    training's wall time (s)."""
     cfg = merge_train_args(Config.fromfile(config), work_dir=run_dir,
                            cfg_options=parse_cfg_options(options), amp=amp)
     start = time.perf_counter()
     run_train(cfg)
     seconds = time.perf_counter() - start
     gc.collect()  # the training's runner and model are gone before the tests build theirs
-    with open(osp.join(run_dir, TRAINED_FILE), 'w') as f:
-        json.dump(dict(train_seconds=seconds), f)
+    write_trained(run_dir, merged_config(config, options), amp, seconds, config, options)
     return seconds
 
 
@@ -104,7 +104,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.train:
         train(args.config, args.cfg_options, args.work_dir, args.amp)
     checkpoint = trained_checkpoint(args.work_dir,
-                                    merged_config(args.config, args.cfg_options))
+                                    merged_config(args.config, args.cfg_options), args.amp)
     if checkpoint is None:
         raise FileNotFoundError(f'{args.work_dir}: no finished training to test (its best-val '
                                 f'or final checkpoint, and {TRAINED_FILE})')

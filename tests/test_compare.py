@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import pytest
 from mmengine.config import Config
 from scipy import stats
 
+from mmdavpt.utils.workdir import find_config
 from mmdavpt_lab.compare import (
     RESULT_FILE,
     TRAINED_FILE,
@@ -29,8 +31,8 @@ from mmdavpt_lab.compare import (
     summarize,
     trained_checkpoint,
     verdict,
+    write_trained,
 )
-from mmdavpt.utils.workdir import find_config
 
 from conftest import write_tiny_config
 
@@ -160,29 +162,29 @@ def test_run_options_seed_the_mapping_and_shorten_the_schedule():
 
 
 def test_finished_run_is_read_back_not_rerun(tmp_path):
-    options, _ = run_options(DEMO, [], 0, 10)
+    options, _ = run_options(DEMO, [], 0, 30)
     run_dir = tmp_path / 'DA-VPT' / 'seed0'
     run_dir.mkdir(parents=True)
     done = dict(method='DA-VPT', seed=0, config=DEMO, cfg_options=options, metric='mIoU',
-                metrics=dict(ss=40.0))
+                amp=False, metrics=dict(ss=40.0, tta=41.0))
     (run_dir / RESULT_FILE).write_text(json.dumps(done))
-    assert run_one('DA-VPT', DEMO, [], 0, str(tmp_path), ROOT, iters=10) == done
+    assert run_one('DA-VPT', DEMO, [], 0, str(tmp_path), ROOT, iters=30) == done
     with pytest.raises(ValueError, match='use another work dir'):
-        run_one('DA-VPT', DEMO, [], 0, str(tmp_path), ROOT, iters=20)
+        run_one('DA-VPT', DEMO, [], 0, str(tmp_path), ROOT, iters=40)
     (run_dir / RESULT_FILE).write_text(json.dumps(dict(done, config_digest='0' * 40)))
     with pytest.raises(ValueError, match='the config file changed'):
-        run_one('DA-VPT', DEMO, [], 0, str(tmp_path), ROOT, iters=10)
+        run_one('DA-VPT', DEMO, [], 0, str(tmp_path), ROOT, iters=30)
     # Options that spell out a value the config already has give the same merged config: the
     # same run, read back.
-    digest = config_digest(run_options(DEMO, [], 0, 10)[1])
+    digest = config_digest(run_options(DEMO, [], 0, 30)[1])
     (run_dir / RESULT_FILE).write_text(json.dumps(dict(done, config_digest=digest)))
     same = ['model.guidance.loss_xp.loss_weight=0.01']
-    assert run_options(DEMO, same, 0, 10)[1].model.guidance.loss_xp.loss_weight == 0.01
-    assert run_one('DA-VPT', DEMO, same, 0, str(tmp_path), ROOT, iters=10)['metrics'] == \
-        dict(ss=40.0)
+    assert run_options(DEMO, same, 0, 30)[1].model.guidance.loss_xp.loss_weight == 0.01
+    assert run_one('DA-VPT', DEMO, same, 0, str(tmp_path), ROOT, iters=30)['metrics'] == \
+        dict(ss=40.0, tta=41.0)
     with pytest.raises(ValueError, match='use another work dir'):
         run_one('DA-VPT', DEMO, ['model.guidance.loss_xp.loss_weight=0.02'], 0, str(tmp_path),
-                ROOT, iters=10)
+                ROOT, iters=30)
 
 
 CLS_DEMO = 'configs/demo/vit-s14-imgfocus_davpt_animal-mnist-56px.py'
@@ -194,7 +196,7 @@ def test_selection_best_val_where_the_config_keeps_it():
     options, cfg = run_options(CLS_DEMO, [], 0)
     assert selection(cfg) == 'val' and 'val_cfg=None' not in options
     assert cfg.val_dataloader is not None
-    _, cfg = run_options(DEMO, [], 0, 10)
+    _, cfg = run_options(DEMO, [], 0, 30)
     assert selection(cfg) == 'final'
     _, cfg = run_options(CLS_DEMO, ['default_hooks.checkpoint.save_best=None'], 0)
     assert selection(cfg) == 'final' and cfg.val_cfg is None
@@ -211,18 +213,75 @@ def test_best_checkpoint(tmp_path):
 
 
 def test_an_interrupted_training_is_not_tested(tmp_path):
-    """A best-val checkpoint appears after the first validation: it is tested only once the
-    training ended; the final checkpoint only exists at the end."""
+    """A best-val checkpoint appears after the first validation, a final one may be left by a
+    training killed while it wrote its last files: either is tested only once the training
+    recorded its end (:data:`TRAINED_FILE`)."""
     _, cls_cfg = run_options(CLS_DEMO, [], 0)
     (tmp_path / 'best_accuracy_top1_epoch_2.pth').write_bytes(b'')
     assert trained_checkpoint(str(tmp_path), cls_cfg) is None
-    (tmp_path / TRAINED_FILE).write_text('1 s\n')
+    write_trained(str(tmp_path), cls_cfg, False, 1.0, CLS_DEMO, [])
     assert trained_checkpoint(str(tmp_path), cls_cfg) == str(
         tmp_path / 'best_accuracy_top1_epoch_2.pth')
-    _, seg_cfg = run_options(DEMO, [], 0, 10)
-    assert trained_checkpoint(str(tmp_path), seg_cfg) is None
-    (tmp_path / 'iter_10.pth').write_bytes(b'')
-    assert trained_checkpoint(str(tmp_path), seg_cfg) == str(tmp_path / 'iter_10.pth')
+    seg_dir = tmp_path / 'seg'
+    seg_dir.mkdir()
+    _, seg_cfg = run_options(DEMO, [], 0, 30)
+    (seg_dir / 'iter_30.pth').write_bytes(b'')
+    assert trained_checkpoint(str(seg_dir), seg_cfg, amp=True) is None
+    write_trained(str(seg_dir), seg_cfg, True, 1.0, DEMO, [])
+    assert trained_checkpoint(str(seg_dir), seg_cfg, amp=True) == str(seg_dir / 'iter_30.pth')
+
+
+def test_a_finished_training_of_another_run_is_not_tested_as_this_one(tmp_path):
+    """A run dir holds a finished 3-epoch training and its best checkpoint but no result (the
+    run was interrupted during its test): a 2-epoch run there, or one with --amp, is refused
+    before anything is tested or recorded; so is a training that did not record its config."""
+    run_dir = tmp_path / 'DA-VPT' / 'seed0'
+    run_dir.mkdir(parents=True)
+    options3, cfg3 = run_options(CLS_DEMO, [], 0, epochs=3)
+    (run_dir / 'best_accuracy_top1_epoch_2.pth').write_bytes(b'')
+    write_trained(str(run_dir), cfg3, False, 1.0, CLS_DEMO, options3)
+    _, cfg2 = run_options(CLS_DEMO, [], 0, epochs=2)
+    where = re.escape(str(run_dir))
+    with pytest.raises(ValueError, match=rf'{where} holds a finished training of '
+                       rf'{re.escape(CLS_DEMO)} with .*train_cfg\.max_epochs=3.* without --amp '
+                       rf'.*not of this run .*Use another --work-dir, or delete {where}'):
+        trained_checkpoint(str(run_dir), cfg2)
+    with pytest.raises(ValueError, match=r'not of this run \(.* and --amp\)'):
+        trained_checkpoint(str(run_dir), cfg3, amp=True)
+    with pytest.raises(ValueError, match=rf'{where} holds a finished training of'):
+        run_one('DA-VPT', CLS_DEMO, [], 0, str(tmp_path), ROOT, epochs=2)
+    assert not (run_dir / RESULT_FILE).exists()
+    (run_dir / TRAINED_FILE).write_text(json.dumps(dict(train_seconds=1.0)))
+    with pytest.raises(ValueError, match='a config it did not record'):
+        trained_checkpoint(str(run_dir), cfg3)
+    (run_dir / TRAINED_FILE).write_text('1 s\n')
+    with pytest.raises(ValueError, match='a config it did not record'):
+        trained_checkpoint(str(run_dir), cfg3)
+
+
+def test_a_result_is_read_back_only_for_the_same_precision_and_tests(tmp_path):
+    """``--amp`` and ``--no-tta`` are part of a run's identity: a float32 result is not read
+    back for an --amp request, a single-scale one not for a request with TTA."""
+    options, cfg = run_options(DEMO, [], 0, 30)
+    run_dir = tmp_path / 'DA-VPT' / 'seed0'
+    run_dir.mkdir(parents=True)
+    done = dict(method='DA-VPT', seed=0, config=DEMO, cfg_options=options, metric='mIoU',
+                config_digest=config_digest(cfg), amp=False, metrics=dict(ss=40.0, tta=41.0))
+    (run_dir / RESULT_FILE).write_text(json.dumps(done))
+    assert run_one('DA-VPT', DEMO, [], 0, str(tmp_path), ROOT, iters=30) == done
+    with pytest.raises(ValueError, match='is a run without --amp, not with'):
+        run_one('DA-VPT', DEMO, [], 0, str(tmp_path), ROOT, iters=30, amp=True)
+    with pytest.raises(ValueError, match=r"tested in the modes \['ss', 'tta'\], this run asks "
+                       r"for \['ss'\] \(--no-tta\)"):
+        run_one('DA-VPT', DEMO, [], 0, str(tmp_path), ROOT, iters=30, tta=False)
+    (run_dir / RESULT_FILE).write_text(json.dumps(dict(done, amp=True, metrics=dict(ss=40.0))))
+    with pytest.raises(ValueError, match=r"tested in the modes \['ss'\], this run asks for "
+                       r"\['ss', 'tta'\]"):
+        run_one('DA-VPT', DEMO, [], 0, str(tmp_path), ROOT, iters=30, amp=True)
+    old = {k: v for k, v in done.items() if k != 'amp'}
+    (run_dir / RESULT_FILE).write_text(json.dumps(old))
+    with pytest.raises(ValueError, match='does not record whether its run used --amp'):
+        run_one('DA-VPT', DEMO, [], 0, str(tmp_path), ROOT, iters=30)
 
 
 def test_attention_shares_last_layer_per_other_prompt(tmp_path):

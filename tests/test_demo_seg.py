@@ -82,10 +82,14 @@ def test_train_then_test_single_and_multi_scale(assets, tmp_path):
         metrics = _metrics(test_dir)
         assert 0 <= metrics['mIoU'] <= 100 and 0 <= metrics['aAcc'] <= 100
 
-    # A comparison's run tests in one process (mmdavpt_lab.run): the tools' numbers.
+    # A comparison's run tests in one process (mmdavpt_lab.run): the tools' numbers. It tests
+    # only a training that recorded it is this run's (a comparison's run writes that file when
+    # its training ends; here the training above is declared to be it).
+    from mmdavpt_lab.compare import merged_config, write_trained
+    options = [*data, 'test_dataloader.dataset.indices=2', 'train_cfg.max_iters=3']
+    write_trained(str(work_dir), merged_config(CONFIG, options), True, 0.0, CONFIG, options)
     _run('-m', 'mmdavpt_lab.run', CONFIG, '--work-dir', str(work_dir), '--amp', '--test',
-         'ss', 'tta', '--cfg-options', *data, 'test_dataloader.dataset.indices=2',
-         'train_cfg.max_iters=3')
+         'ss', 'tta', '--cfg-options', *options)
     for mode, tool_dir in (('ss', 'single'), ('tta', 'multi')):
         ours, tools = _metrics(work_dir / f'test_{mode}'), _metrics(tmp_path / tool_dir)
         assert {k: ours[k] for k in ('aAcc', 'mIoU', 'mAcc')} == \
