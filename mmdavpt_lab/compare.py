@@ -127,7 +127,9 @@ def summarize(runs: Iterable[dict], metric_keys: Sequence[str], baseline: Option
     Returns:
         ``{method: dict(seeds, <key>=dict(values, mean, std, diff), tunable_params,
         seconds_per_step, attention)}`` in first-seen method order; ``diff`` (a
-        :func:`paired_t_interval` dict) only for methods other than the baseline; ``attention``
+        :func:`paired_t_interval` dict with the paired ``seeds`` and the two methods' means over
+        them, ``method_mean`` and ``baseline_mean``) only for methods other than the baseline
+        that share a seed with it; ``attention``
         the mean over seeds of the runs' :func:`attention_shares` (``None`` without any).
     """
     by_method: Dict[str, Dict[int, dict]] = {}
@@ -152,9 +154,11 @@ def summarize(runs: Iterable[dict], metric_keys: Sequence[str], baseline: Option
                 common = [s for s in order if s in base and key in seeds[s]['metrics']
                           and key in base[s]['metrics']]
                 if common:
-                    stat['diff'] = paired_t_interval(
-                        [float(seeds[s]['metrics'][key]) for s in common],
-                        [float(base[s]['metrics'][key]) for s in common], confidence)
+                    a = [float(seeds[s]['metrics'][key]) for s in common]
+                    b = [float(base[s]['metrics'][key]) for s in common]
+                    stat['diff'] = dict(paired_t_interval(a, b, confidence), seeds=common,
+                                        method_mean=sum(a) / len(a),
+                                        baseline_mean=sum(b) / len(b))
             entry[key] = stat
         params = {seeds[s].get('tunable_params') for s in order} - {None}
         entry['tunable_params'] = params.pop() if len(params) == 1 else None
@@ -179,7 +183,8 @@ def format_summary(summary: Dict[str, dict], metric_keys: Sequence[str],
                    labels: Optional[Dict[str, str]] = None, baseline: Optional[str] = None,
                    confidence: float = 0.95) -> str:
     """A Markdown table of :func:`summarize`'s output: per metric the mean ± std over seeds and
-    the paired difference to the baseline with its interval."""
+    the paired difference to the baseline with its interval (followed by its seeds where they
+    are not all the seeds of both methods)."""
     labels = labels or {}
     level = f'{confidence:.0%}'
     header = ['Method', 'Seeds']
@@ -200,8 +205,12 @@ def format_summary(summary: Dict[str, dict], metric_keys: Sequence[str],
             row.append('-' if stat is None else f'{_num(stat["mean"])} ± {_num(stat["std"])}')
             if baseline is not None:
                 diff = (stat or {}).get('diff')
-                row.append('-' if diff is None else
-                           f'{diff["mean"]:+.2f} [{_num(diff["low"])}, {_num(diff["high"])}]')
+                cell = '-' if diff is None else \
+                    f'{diff["mean"]:+.2f} [{_num(diff["low"])}, {_num(diff["high"])}]'
+                if diff is not None and not (diff['seeds'] == entry['seeds']
+                                             == summary[baseline]['seeds']):
+                    cell += f' (seeds {",".join(str(s) for s in diff["seeds"])})'
+                row.append(cell)
         params = entry.get('tunable_params')
         row.append('-' if params is None else f'{params / 1e3:.1f}k')
         row.append(_num(entry.get('seconds_per_step'), 3))
@@ -665,18 +674,32 @@ def run_comparison(methods: Dict[str, Tuple[str, Sequence[str]]], seeds: Sequenc
 def verdict(summary: Dict[str, dict], method: str, baseline: str, key: str = 'ss',
             what: str = 'test accuracy', confidence: float = 0.95) -> str:
     """One sentence, from the numbers only, on whether ``method`` beat ``baseline`` in
-    :func:`summarize`'s output: the means over seeds, the paired difference and its interval,
-    and what the interval allows one to say (above 0: helped; below 0: hurt; containing 0:
-    these seeds cannot tell)."""
-    entry, base = summary[method], summary[baseline]
-    stat, base_stat = entry[key], base[key]
-    diff = stat.get('diff')
+    :func:`summarize`'s output: the two means over the seeds both have, the paired difference and
+    its interval over the same seeds, and what the interval allows one to say (above 0: helped;
+    below 0: hurt; containing 0: these seeds cannot tell). Seeds that only one of the two has
+    are named as left out.
+
+    Raises:
+        ValueError: a method has no run, or no seed in common with the other.
+    """
+    for name in (method, baseline):
+        if key not in summary.get(name, {}):
+            raise ValueError(f'{name} has no finished run with {key!r}: no verdict on {method} '
+                             f'vs {baseline}')
+    diff = summary[method][key].get('diff')
     if diff is None:
         raise ValueError(f'{method} has no paired difference to {baseline} for {key!r}')
     level = f'{confidence:.0%}'
     seeds = diff['n']
-    numbers = (f'{method} {stat["mean"]:.2f} vs {baseline} {base_stat["mean"]:.2f} {what} '
-               f'(mean of {seeds} seeds); paired difference {diff["mean"]:+.2f}')
+    left = [f'{name} seed{"s" * (len(extra) > 1)} {", ".join(str(s) for s in extra)}'
+            for name in (method, baseline)
+            for extra in [[s for s in summary[name]['seeds'] if s not in diff['seeds']]]
+            if extra]
+    which = f'mean of {seeds} seeds' if not left else \
+        f'mean of the {seeds} seeds both have, {", ".join(str(s) for s in diff["seeds"])}; ' \
+        f'left out: {"; ".join(left)}'
+    numbers = (f'{method} {diff["method_mean"]:.2f} vs {baseline} {diff["baseline_mean"]:.2f} '
+               f'{what} ({which}); paired difference {diff["mean"]:+.2f}')
     if seeds < 2 or math.isnan(diff['low']):
         return f'{numbers}: one seed, no interval, no conclusion.'
     numbers += f', {level} t interval [{diff["low"]:+.2f}, {diff["high"]:+.2f}]'

@@ -322,6 +322,24 @@ def test_verdict_follows_the_interval():
         verdict(summary([1.0, 2.0]), 'A', 'A')
 
 
+def test_verdict_and_table_pair_the_same_seeds_and_say_which():
+    """DA-VPT seed 2 missing: both means of the sentence and the difference are over seeds 0
+    and 1 (not VPT's mean over 3 seeds beside a difference over 2), and the left-out seed is
+    named; the table marks the difference's seeds."""
+    summary = summarize(_runs()[:-1], ['ss'], baseline='VPT')  # VPT 40, 41, 39; DA-VPT 42, 44
+    line = verdict(summary, 'DA-VPT', 'VPT')
+    assert line.startswith('DA-VPT 43.00 vs VPT 40.50 test accuracy (mean of the 2 seeds both '
+                           'have, 0, 1; left out: VPT seed 2); paired difference +2.50, 95% t '
+                           'interval [')
+    assert ' (seeds 0,1) |' in format_summary(summary, ['ss'], baseline='VPT')
+    summary = summarize(_runs(), ['ss'], baseline='VPT')
+    assert verdict(summary, 'DA-VPT', 'VPT').startswith(
+        'DA-VPT 42.00 vs VPT 40.00 test accuracy (mean of 3 seeds); paired difference +2.00')
+    assert '(seeds' not in format_summary(summary, ['ss'], baseline='VPT')
+    with pytest.raises(ValueError, match="DA-VPT has no finished run with 'ss': no verdict"):
+        verdict(summarize(_runs()[::2], ['ss'], baseline='VPT'), 'DA-VPT', 'VPT')
+
+
 def test_classification_run_is_tested_with_its_best_val_checkpoint(tmp_path):
     """The MMPretrain path end to end on a tiny config: train with validation, test the best-val
     checkpoint, read the best val value and the CLS -> prompt attention shares."""
