@@ -720,15 +720,50 @@ def pool_comparisons(paths: Sequence[str], baseline: Optional[str] = None,
     Returns:
         ``dict(metric, sources, summary, table)`` as :func:`run_comparison`'s, the seeds of the
         summary numbered ``1000 * file index + seed``.
+
+    Raises:
+        ValueError: a file given twice (compared by real path), a file that is not a
+            ``compare.json`` (a run's :data:`RESULT_FILE`, say), a run held by two files (the
+            same ``config_digest``, which holds the seed; for runs without one, the same method,
+            config, options and seed), or files of different metrics: a run counted twice would
+            narrow the interval.
     """
-    runs, metric = [], None
+    given: Dict[str, str] = {}
+    for path in paths:
+        real = osp.realpath(path)
+        if real in given:
+            raise ValueError(f'{path} is given twice (as {given[real]}): pool each comparison '
+                             'once')
+        given[real] = path
+    runs, metric, seen = [], None, {}
     for i, path in enumerate(paths):
         with open(path) as f:
-            data = json.load(f)
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f'{path} is not a compare.json of '
+                                 f'tools/analysis/compare_methods.py (not JSON: {e})') from e
+        if not isinstance(data, dict) or not {'metric', 'runs'} <= set(data):
+            one_run = isinstance(data, dict) and {'method', 'seed', 'metrics'} <= set(data)
+            raise ValueError(
+                f'{path} is not a compare.json of tools/analysis/compare_methods.py (no "runs")'
+                + (f": it is one run's {RESULT_FILE}; pool the compare.json in its "
+                   "comparison's work dir" if one_run else ''))
         if metric is not None and data['metric'] != metric:
             raise ValueError(f'{path} compares {data["metric"]}, the others {metric}')
         metric = data['metric']
-        runs += [dict(run, seed=1000 * i + int(run['seed'])) for run in data['runs']]
+        for run in data['runs']:
+            key = run.get('config_digest') or (
+                json.dumps([run['method'], run['config'], run.get('cfg_options'), run['seed']])
+                if run.get('config') else None)
+            if key is not None and key in seen:
+                raise ValueError(f'{path} and {seen[key]} both hold the run {run["method"]} seed '
+                                 f'{run["seed"]} (the same config and seed): pooled twice it '
+                                 'would count twice and narrow the interval; pool each '
+                                 'comparison once')
+            if key is not None:
+                seen[key] = path
+            runs.append(dict(run, seed=1000 * i + int(run['seed'])))
     if not runs:
         raise ValueError(f'no runs in {list(paths)}')
     keys = list(dict.fromkeys(k for r in runs for k in r['metrics']))

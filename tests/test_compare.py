@@ -424,3 +424,51 @@ def test_pool_comparisons_pairs_over_files_and_seeds(tmp_path):
     (tmp_path / 'seg.json').write_text(json.dumps(dict(metric='mIoU', runs=_runs())))
     with pytest.raises(ValueError, match='compares mIoU'):
         pool_comparisons(paths + [str(tmp_path / 'seg.json')])
+
+
+def _compare_json(path, runs, metric='accuracy/top1'):
+    path.write_text(json.dumps(dict(metric=metric, runs=runs)))
+    return str(path)
+
+
+def test_pool_refuses_to_count_a_comparison_or_a_run_twice(tmp_path):
+    """A compare.json and its copy (or one path twice) would double n and narrow the interval;
+    a run's own compare_result.json is not a comparison."""
+    from mmdavpt_lab.compare import pool_comparisons
+    runs = [dict(r, config=f'{r["method"]}.py', cfg_options=[f'randomness.seed={r["seed"]}'],
+                 config_digest=f'{r["method"]}-{r["seed"]}') for r in _runs()]
+    a = _compare_json(tmp_path / 'a.json', runs)
+    with pytest.raises(ValueError, match=r'a\.json is given twice'):
+        pool_comparisons([a, str(tmp_path / '.' / 'a.json')], baseline='VPT')
+    copy = _compare_json(tmp_path / 'copy.json', runs)
+    with pytest.raises(ValueError, match=r'copy\.json and .*a\.json both hold the run VPT seed 0 '
+                       r'\(the same config and seed\)'):
+        pool_comparisons([a, copy], baseline='VPT')
+    # runs of an older comparison (no digest): the same method, config, options and seed
+    old = [{k: v for k, v in r.items() if k != 'config_digest'} for r in runs]
+    with pytest.raises(ValueError, match='both hold the run VPT seed 0'):
+        pool_comparisons([_compare_json(tmp_path / 'old_a.json', old),
+                          _compare_json(tmp_path / 'old_b.json', old)], baseline='VPT')
+    one_run = tmp_path / RESULT_FILE
+    one_run.write_text(json.dumps(runs[0]))
+    with pytest.raises(ValueError, match=rf"{RESULT_FILE} is not a compare.json .*: it is one "
+                       rf"run's {RESULT_FILE}; pool the compare.json in its comparison's work "
+                       'dir'):
+        pool_comparisons([a, str(one_run)])
+
+
+def test_compare_methods_pool_takes_no_training_options(tmp_path, capsys):
+    from conftest import load_tool
+    tool = load_tool('tools/analysis/compare_methods.py')
+    a = _compare_json(tmp_path / 'a.json', _runs())
+    for extra in (['--seeds', '0', '1'], ['--epochs', '2'], [CLS_DEMO], ['--amp']):
+        with pytest.raises(SystemExit):
+            tool.parse_args([*extra, '--pool', a])
+        assert 'would be ignored' in capsys.readouterr().err
+    assert tool.parse_args(['--pool', a, '--baseline', 'VPT']).seeds is None
+    args = tool.parse_args([CLS_DEMO])
+    assert (args.seeds, args.jobs, args.threads) == ([0, 1, 2], 1, 1)
+    with pytest.raises(SystemExit, match=r'--pool: .*a\.json is given twice'):
+        tool.main(['--pool', a, a])
+    with pytest.raises(SystemExit, match=r'--pool: .*\.py is not a compare\.json .*not JSON'):
+        tool.main(['--pool', a, CLS_DEMO])
