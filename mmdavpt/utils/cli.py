@@ -261,9 +261,15 @@ def run_test(cfg: Config, *, out: Optional[str] = None) -> Dict[str, float]:
     its command line); returns the test metrics (also in the run's log dir).
 
     Args:
-        out: MMPretrain: a pickle file for the predictions (MMSeg: see :func:`merge_test_args`).
+        out: MMPretrain: a pickle file for the predictions, replaced if it exists (a warning
+            names it), as upstream's tool does (MMSeg: see :func:`merge_test_args`).
     """
     runner = build_runner(cfg)
+    if out is not None and (osp.isfile(out) or osp.isdir(out) and os.listdir(out)):
+        # upstream's tools/test.py replaces them too, without a word
+        what = 'it with its predictions' if osp.isfile(out) else \
+            'the files of the same names in it with its predicted masks'
+        runner.logger.warning(f'--out {out} exists: this test replaces {what}')
     check_datasets_not_empty(cfg, ('test_dataloader', ))
     if cfg.default_scope == 'mmpretrain' and out is not None:
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=out))
