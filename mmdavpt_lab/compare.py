@@ -272,8 +272,9 @@ def schedule_options(cfg, iters: Optional[int] = None, *,
     end) gets the new span.
 
     Raises:
-        ValueError: the loop counts the other unit, or the length is < 1. (A phase that begins
-            at or after the new length is left to MMEngine, which refuses it.)
+        ValueError: the loop counts the other unit, the length is < 1, or a phase of the
+            schedule would begin at or after the new end (the message says the shortest length
+            the phases before it, e.g. a warm-up, leave room for).
     """
     if (iters is None) == (epochs is None):
         raise ValueError('give iters or epochs')
@@ -293,12 +294,24 @@ def schedule_options(cfg, iters: Optional[int] = None, *,
         prefix = ['param_scheduler']
     else:
         prefix = [f'param_scheduler.{i}' for i in range(len(schedulers))]
-    for name, scheduler in zip(prefix, schedulers):
-        end, begin = scheduler.get('end'), scheduler.get('begin', 0)
-        if end is None or not (end == old or end > length):
-            continue
+    cut = [(name, scheduler) for name, scheduler in zip(prefix, schedulers)
+           if scheduler.get('end') is not None
+           and (scheduler['end'] == old or scheduler['end'] > length)]
+    late = [(name, s) for name, s in cut if s.get('begin', 0) >= length]
+    if late:
+        name, scheduler = late[0]
+        begin, word = scheduler.get('begin', 0), unit[:-1].replace('iter', 'iteration')
+        before = [f'{n} ({s.get("type")}, {word}s {s.get("begin", 0)}-{s.get("end")})'
+                  for n, s in zip(prefix, schedulers) if s.get('begin', 0) < begin]
+        raise ValueError(
+            f'--{unit} {length} is too short for this schedule: {name} '
+            f'({scheduler.get("type")}) begins at {word} {begin}, after '
+            f'{", ".join(before) or "nothing"} (the warm-up), so it would never run; give '
+            f'--{unit} {max(s.get("begin", 0) for _, s in late) + 1} or more')
+    for name, scheduler in cut:
+        end, begin = scheduler['end'], scheduler.get('begin', 0)
         options.append(f'{name}.end={length}')
-        if scheduler.get('T_max') == end - begin and length > begin:
+        if scheduler.get('T_max') == end - begin:
             options.append(f'{name}.T_max={length - begin}')
     return options
 
@@ -564,7 +577,7 @@ def run_one(method: str, config: str, overrides: Sequence[str], seed: int, work_
     """
     run_dir = osp.join(work_dir, method, f'seed{seed}')
     result_path = osp.join(run_dir, RESULT_FILE)
-    options, cfg = run_options(config, overrides, seed, iters, epochs)
+    options, cfg = run_options(osp.join(root, config), overrides, seed, iters, epochs)
     digest = config_digest(cfg)
     scope = cfg.get('default_scope', 'mmpretrain')
     if scope not in METRICS:
@@ -615,6 +628,32 @@ def run_one(method: str, config: str, overrides: Sequence[str], seed: int, work_
     return result
 
 
+def check_comparison(methods: Dict[str, Tuple[str, Sequence[str]]], seeds: Sequence[int],
+                     baseline: Optional[str] = None, iters: Optional[int] = None,
+                     epochs: Optional[int] = None, root: str = '') -> None:
+    """What :func:`run_comparison` refuses before any run starts: a repeated seed (two runs of
+    one run directory at once), a baseline that is not a method, and a method whose config
+    (relative to ``root`` or absolute) is missing or cannot be shortened to ``iters`` /
+    ``epochs`` (:func:`schedule_options`).
+
+    Raises:
+        ValueError: naming the seed, the baseline or the method.
+    """
+    repeated = sorted({s for s in seeds if list(seeds).count(s) > 1})
+    if repeated:
+        raise ValueError(f'seeds {list(seeds)} repeat {repeated}: each (method, seed) is one run '
+                         'directory; give each seed once')
+    if not seeds:
+        raise ValueError('no seeds')
+    if baseline is not None and baseline not in methods:
+        raise ValueError(f'baseline {baseline!r} is not one of the methods {list(methods)}')
+    for method, (config, overrides) in methods.items():
+        try:
+            run_options(osp.join(root, config), overrides, seeds[0], iters, epochs)
+        except (OSError, ValueError) as e:
+            raise ValueError(f'{method} ({config}): {e}') from e
+
+
 def run_comparison(methods: Dict[str, Tuple[str, Sequence[str]]], seeds: Sequence[int],
                    work_dir: str, root: str, baseline: Optional[str] = None, jobs: int = 1,
                    log: Callable[[str], None] = print, **run_kwargs) -> dict:
@@ -635,10 +674,15 @@ def run_comparison(methods: Dict[str, Tuple[str, Sequence[str]]], seeds: Sequenc
         ``dict(metric, seeds, baseline, summary, runs, failed, table, plot)``:
         :func:`summarize`'s summary, the finished runs, the failed ones (method, seed, error;
         the others still run), the Markdown table and the plot's path (or why there is none);
-        also written to ``{work_dir}/compare.json``.
+        also written to ``{work_dir}/compare.json``. ``baseline`` is ``None`` when every run of
+        the baseline failed (the table then pairs nothing).
+
+    Raises:
+        ValueError: before any run, what :func:`check_comparison` refuses.
+        RuntimeError: every run failed (listing the failures).
     """
-    if baseline is not None and baseline not in methods:
-        raise ValueError(f'baseline {baseline!r} is not one of the methods {list(methods)}')
+    check_comparison(methods, seeds, baseline, run_kwargs.get('iters'), run_kwargs.get('epochs'),
+                     root)
     todo = [(m, c, o, s) for s in seeds for m, (c, o) in methods.items()]
     log(f'[compare] {len(methods)} methods x {len(seeds)} seeds, {jobs} side by side; '
         f'work dir {work_dir}')
@@ -657,6 +701,9 @@ def run_comparison(methods: Dict[str, Tuple[str, Sequence[str]]], seeds: Sequenc
     if not runs:
         raise RuntimeError(f'every run failed: {failed}')
     keys = list(dict.fromkeys(k for r in runs for k in r['metrics']))
+    if baseline is not None and not any(r['method'] == baseline for r in runs):
+        log(f'[compare] every run of the baseline {baseline} failed: nothing is paired')
+        baseline = None
     summary = summarize(runs, keys, baseline)
     labels = metric_labels(runs[0]['metric'])
     table = format_summary(summary, keys, labels, baseline)

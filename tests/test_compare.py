@@ -119,8 +119,14 @@ def test_schedule_options():
                       param_scheduler=[dict(type='LinearLR', begin=0, end=20),
                                        dict(type='PolyLR', begin=20, end=600)]))
     assert schedule_options(cfg, 300) == ['train_cfg.max_iters=300', 'param_scheduler.1.end=300']
-    assert schedule_options(cfg, 10) == ['train_cfg.max_iters=10', 'param_scheduler.0.end=10',
-                                         'param_scheduler.1.end=10']
+    assert schedule_options(cfg, 21) == ['train_cfg.max_iters=21', 'param_scheduler.1.end=21']
+    # a phase that would begin after the end (MMEngine: "end should be larger than begin",
+    # once the training starts): refused, saying what the warm-up needs
+    with pytest.raises(ValueError, match=r'--iters 10 is too short for this schedule: '
+                       r'param_scheduler\.1 \(PolyLR\) begins at iteration 20, after '
+                       r'param_scheduler\.0 \(LinearLR, iterations 0-20\) \(the warm-up\), so it '
+                       r'would never run; give --iters 21 or more'):
+        schedule_options(cfg, 10)
     with pytest.raises(ValueError, match='this config has max_epochs'):
         schedule_options(Config(dict(train_cfg=dict(max_epochs=3))), 10)
     with pytest.raises(ValueError, match='give iters or epochs'):
@@ -472,3 +478,53 @@ def test_compare_methods_pool_takes_no_training_options(tmp_path, capsys):
         tool.main(['--pool', a, a])
     with pytest.raises(SystemExit, match=r'--pool: .*\.py is not a compare\.json .*not JSON'):
         tool.main(['--pool', a, CLS_DEMO])
+
+
+def test_run_comparison_refuses_before_any_run_and_survives_a_failed_baseline(tmp_path,
+                                                                             monkeypatch):
+    """Repeated seeds (two runs of one run directory at once) and a schedule the warm-up leaves
+    nothing of are refused before any run; when every baseline run fails the others are still
+    summarised, unpaired, and the failures listed."""
+    import mmdavpt_lab.compare as compare
+    vpt = 'configs/demo/vit-s14-imgfocus_vpt-deep_animal-mnist-56px.py'
+    methods = {'VPT': (vpt, []), 'DA-VPT': (CLS_DEMO, [])}
+    started = []
+
+    def fake_run_one(method, config, overrides, seed, work_dir, root, log=print, **kwargs):
+        started.append((method, seed))
+        if method == 'VPT':
+            raise RuntimeError('the run process failed')
+        return dict(method=method, seed=seed, metric='accuracy/top1',
+                    metrics=dict(ss=80.0 + seed))
+
+    monkeypatch.setattr(compare, 'run_one', fake_run_one)
+    with pytest.raises(ValueError, match=r'seeds \[0, 0\] repeat \[0\]'):
+        compare.run_comparison(methods, [0, 0], str(tmp_path), ROOT, baseline='VPT', jobs=2)
+    with pytest.raises(ValueError, match=r'VPT \(.*\): --epochs 1 is too short for this '
+                       r'schedule: param_scheduler\.1 \(CosineAnnealingLR\) begins at epoch 1'):
+        compare.run_comparison(methods, [0, 1], str(tmp_path), ROOT, baseline='VPT', epochs=1)
+    assert started == []
+    out = compare.run_comparison(methods, [0, 1], str(tmp_path), ROOT, baseline='VPT',
+                                 epochs=2, log=lambda line: None)
+    assert out['baseline'] is None and list(out['summary']) == ['DA-VPT']
+    assert [(f['method'], f['seed']) for f in out['failed']] == [('VPT', 0), ('VPT', 1)]
+
+
+def test_compare_methods_exits_non_zero_when_runs_failed(tmp_path, monkeypatch, capsys):
+    from conftest import load_tool
+    tool = load_tool('tools/analysis/compare_methods.py')
+
+    def fake_comparison(methods, seeds, work_dir, root, **kwargs):
+        runs = [dict(method='DA-VPT', seed=s, metrics=dict(ss=80.0)) for s in seeds]
+        return dict(metric='accuracy/top1', runs=runs, table='TABLE', plot='compare.png',
+                    failed=[dict(method='VPT', seed=s, error='boom') for s in seeds])
+
+    monkeypatch.setattr(tool, 'run_comparison', fake_comparison)
+    with pytest.raises(SystemExit, match=r'4 runs failed \(listed above\); the table leaves '
+                       'them out'):
+        tool.main([CLS_DEMO, '--seeds', '0', '1', '--work-dir', str(tmp_path)])
+    out = capsys.readouterr().out
+    assert 'TABLE' in out and 'FAILED: VPT seed 1: boom' in out
+    with pytest.raises(SystemExit):
+        tool.parse_args([CLS_DEMO, '--seeds', '0', '0'])
+    assert '--seeds 0 0 repeats a seed' in capsys.readouterr().err

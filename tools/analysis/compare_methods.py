@@ -27,7 +27,8 @@ All of a run happens in one process (``mmdavpt_lab.run``, its output in the run'
 side by side, each a process with ``--threads`` threads (default 1).
 At the end it prints per method the mean ± std over the seeds, the paired difference to
 ``--baseline`` with its 95 % t interval over the seeds both have, the tunable parameters and the
-training s/step, and writes ``{work_dir}/compare.json`` and ``{work_dir}/compare.png``.
+training s/step, and writes ``{work_dir}/compare.json`` and ``{work_dir}/compare.png``. A run
+that fails does not stop the others; the tool then lists the failures and exits with status 1.
 
 ``--pool A/compare.json B/compare.json --baseline NAME`` trains nothing: it pools finished
 comparisons (e.g. one per task) into one table whose pairs are the (comparison, seed) pairs. A
@@ -85,6 +86,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         parser.error('--jobs and --threads must be >= 1')
     if args.iters is not None and args.epochs is not None:
         parser.error('give --iters or --epochs, not both')
+    if len(set(args.seeds)) < len(args.seeds):
+        parser.error(f'--seeds {" ".join(map(str, args.seeds))} repeats a seed: each (method, '
+                     'seed) is one run directory')
     return args
 
 
@@ -139,10 +143,13 @@ def main(argv: Optional[List[str]] = None) -> dict:
     methods = parse_methods(args.configs, args.variant, args.base)
     if args.baseline is not None and args.baseline not in methods:
         raise SystemExit(f'--baseline {args.baseline!r} is not a method: {list(methods)}')
-    out = run_comparison(methods, args.seeds, osp.abspath(args.work_dir), ROOT,
-                         baseline=args.baseline, jobs=args.jobs, iters=args.iters,
-                         epochs=args.epochs, amp=args.amp, tta=not args.no_tta,
-                         threads=args.threads, log=lambda line: print(line, flush=True))
+    try:
+        out = run_comparison(methods, args.seeds, osp.abspath(args.work_dir), ROOT,
+                             baseline=args.baseline, jobs=args.jobs, iters=args.iters,
+                             epochs=args.epochs, amp=args.amp, tta=not args.no_tta,
+                             threads=args.threads, log=lambda line: print(line, flush=True))
+    except ValueError as e:  # refused before any run (check_comparison)
+        raise SystemExit(f'compare_methods: {e}') from e
     print(f'\n{out["metric"]}, seeds {args.seeds}' +
           (f', {args.iters} iterations' if args.iters else '') +
           (f', {args.epochs} epochs' if args.epochs else ''))
@@ -150,6 +157,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
     print(f'plot: {out["plot"]}' if out['plot'].endswith('.png') else out['plot'])
     for failed in out['failed']:
         print(f'FAILED: {failed["method"]} seed {failed["seed"]}: {failed["error"]}')
+    if out['failed']:
+        raise SystemExit(f'compare_methods: {len(out["failed"])} of '
+                         f'{len(out["failed"]) + len(out["runs"])} runs failed (listed above); '
+                         'the table leaves them out')
     return out
 
 
