@@ -420,6 +420,10 @@ def run_process(argv: List[str], log_path: str, threads: Optional[int], cwd: str
     proc.start()
     proc.join()
     if proc.exitcode != 0:
+        if not osp.isfile(log_path):  # e.g. a script without the ``__main__`` guard that
+            # multiprocessing's forkserver needs: its error went to this process's stderr
+            raise RuntimeError(f'mmdavpt_lab.run {" ".join(argv)} failed ({proc.exitcode}) '
+                               f'before it wrote {log_path}: see the error printed above')
         with open(log_path) as log:
             tail = ''.join(log.readlines()[-30:])
         raise RuntimeError(f'mmdavpt_lab.run {" ".join(argv)} failed ({proc.exitcode}); '

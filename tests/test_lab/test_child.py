@@ -1,5 +1,6 @@
 """mmdavpt_lab.child: a forked run's process, and the one-way imports it allows."""
 import ast
+import os
 import os.path as osp
 import subprocess
 import sys
@@ -41,3 +42,18 @@ def test_main_in_child_runs_the_module_main_with_its_output_appended(tmp_path):
             f'main_in_child("fake_run_module", ["a", "b"], {str(log)!r}, 1, {str(tmp_path)!r})')
     subprocess.run([sys.executable, '-c', code], cwd=REPO, check=True)
     assert log.read_text() == f"earlier\nargv ['a', 'b'] {tmp_path}\n"
+
+
+def test_a_run_process_that_dies_before_its_log_is_named(tmp_path):
+    """A script that calls the comparison without the ``__main__`` guard kills the forked
+    process before it opens its log: a RuntimeError that says so, not a FileNotFoundError."""
+    script = tmp_path / 'no_guard.py'
+    script.write_text(
+        'from mmdavpt_lab.compare import run_process\n'
+        f'run_process(["c.py", "--work-dir", "w"], {str(tmp_path / "run.out")!r}, 1, '
+        f'{str(tmp_path)!r})\n')
+    env = dict(os.environ, PYTHONPATH=REPO)
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert 'before it wrote' in proc.stderr and 'FileNotFoundError' not in proc.stderr
