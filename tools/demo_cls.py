@@ -23,7 +23,9 @@ Options the demo cannot run (``--epochs 1``: the warm-up epoch leaves the cosine
 repeated seed, a ``--readme`` without the generated block) are refused before anything is built.
 A run that fails does not stop the others; the demo then lists the failures, leaves the README
 as it was and exits with status 1.
-A finished (method, seed) is not run again (same work dir, same config). No network, no GPU:
+A finished (method, seed) is not run again (same work dir, same config). A rerun in another
+environment (CPU, library builds) agrees with the recorded run of the README within a few test
+images per run, 0.05 points each (docs/tools.md, "Reruns"). No network, no GPU:
 about 13 minutes on 2 idle CPU cores with the defaults (13.2 measured, docs/classification.md).
 """
 import argparse
