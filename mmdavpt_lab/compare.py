@@ -4,10 +4,11 @@
 A *run* is one (method, seed): a training as ``tools/train.py`` does it and tests as
 ``tools/test.py`` does them of the checkpoint it selects (:func:`selection`: the best-val
 checkpoint when the config keeps one, else the final one), all in one process per run
-(:mod:`mmdavpt_lab.run`, started by :func:`run_one` through :func:`run_process`). Each
-run leaves a :data:`RESULT_FILE` in its work dir (the marker that it finished, so a rerun skips
-it); :func:`summarize` turns the runs into per-method mean ± std over seeds and the paired
-difference to a baseline with a t interval over seeds; :func:`run_comparison` does all of it.
+(:mod:`mmdavpt_lab.run`, started by :func:`run_one` through :func:`run_process`; this module
+does not import it). Each run leaves a :data:`RESULT_FILE` in its work dir (the marker that it
+finished, so a rerun skips it, but only for the same run: :func:`check_result`);
+:func:`summarize` turns the runs into per-method mean ± std over seeds and the paired difference
+to a baseline with a t interval over seeds; :func:`run_comparison` does all of it.
 """
 import argparse
 import glob
@@ -26,9 +27,10 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 from mmengine.config import Config, DictAction
 from scipy import stats
 
-from mmdavpt_lab.attention import SHARES_JSON
 from mmdavpt.utils import workdir
 from mmdavpt.utils.params import count_config_tunable
+from mmdavpt_lab.attention import SHARES_JSON
+from mmdavpt_lab.child import main_in_child
 
 #: The per-run result, written in the run's work dir once its training and tests are done.
 RESULT_FILE = 'compare_result.json'
@@ -40,7 +42,7 @@ METRICS = {'mmseg': 'mIoU', 'mmpretrain': 'accuracy/top1'}
 MODE_LABELS = {'ss': 'single-scale', 'tta': 'TTA', 'val': 'best val'}
 
 #: Written in a run's work dir when its training ended without an error (JSON:
-#: ``train_seconds``; runs of mmdavpt 0.1 before the one-process runs wrote a line of text).
+#: ``train_seconds`` and the training's :func:`run_identity`, ``config`` and ``cfg_options``).
 TRAINED_FILE = 'train.done'
 
 #: The output of a run's process (:mod:`mmdavpt_lab.run`), appended to on a rerun.
@@ -125,7 +127,9 @@ def summarize(runs: Iterable[dict], metric_keys: Sequence[str], baseline: Option
     Returns:
         ``{method: dict(seeds, <key>=dict(values, mean, std, diff), tunable_params,
         seconds_per_step, attention)}`` in first-seen method order; ``diff`` (a
-        :func:`paired_t_interval` dict) only for methods other than the baseline; ``attention``
+        :func:`paired_t_interval` dict with the paired ``seeds`` and the two methods' means over
+        them, ``method_mean`` and ``baseline_mean``) only for methods other than the baseline
+        that share a seed with it; ``attention``
         the mean over seeds of the runs' :func:`attention_shares` (``None`` without any).
     """
     by_method: Dict[str, Dict[int, dict]] = {}
@@ -150,9 +154,11 @@ def summarize(runs: Iterable[dict], metric_keys: Sequence[str], baseline: Option
                 common = [s for s in order if s in base and key in seeds[s]['metrics']
                           and key in base[s]['metrics']]
                 if common:
-                    stat['diff'] = paired_t_interval(
-                        [float(seeds[s]['metrics'][key]) for s in common],
-                        [float(base[s]['metrics'][key]) for s in common], confidence)
+                    a = [float(seeds[s]['metrics'][key]) for s in common]
+                    b = [float(base[s]['metrics'][key]) for s in common]
+                    stat['diff'] = dict(paired_t_interval(a, b, confidence), seeds=common,
+                                        method_mean=sum(a) / len(a),
+                                        baseline_mean=sum(b) / len(b))
             entry[key] = stat
         params = {seeds[s].get('tunable_params') for s in order} - {None}
         entry['tunable_params'] = params.pop() if len(params) == 1 else None
@@ -177,7 +183,8 @@ def format_summary(summary: Dict[str, dict], metric_keys: Sequence[str],
                    labels: Optional[Dict[str, str]] = None, baseline: Optional[str] = None,
                    confidence: float = 0.95) -> str:
     """A Markdown table of :func:`summarize`'s output: per metric the mean ± std over seeds and
-    the paired difference to the baseline with its interval."""
+    the paired difference to the baseline with its interval (followed by its seeds where they
+    are not all the seeds of both methods)."""
     labels = labels or {}
     level = f'{confidence:.0%}'
     header = ['Method', 'Seeds']
@@ -198,8 +205,12 @@ def format_summary(summary: Dict[str, dict], metric_keys: Sequence[str],
             row.append('-' if stat is None else f'{_num(stat["mean"])} ± {_num(stat["std"])}')
             if baseline is not None:
                 diff = (stat or {}).get('diff')
-                row.append('-' if diff is None else
-                           f'{diff["mean"]:+.2f} [{_num(diff["low"])}, {_num(diff["high"])}]')
+                cell = '-' if diff is None else \
+                    f'{diff["mean"]:+.2f} [{_num(diff["low"])}, {_num(diff["high"])}]'
+                if diff is not None and not (diff['seeds'] == entry['seeds']
+                                             == summary[baseline]['seeds']):
+                    cell += f' (seeds {",".join(str(s) for s in diff["seeds"])})'
+                row.append(cell)
         params = entry.get('tunable_params')
         row.append('-' if params is None else f'{params / 1e3:.1f}k')
         row.append(_num(entry.get('seconds_per_step'), 3))
@@ -261,8 +272,9 @@ def schedule_options(cfg, iters: Optional[int] = None, *,
     end) gets the new span.
 
     Raises:
-        ValueError: the loop counts the other unit, or the length is < 1. (A phase that begins
-            at or after the new length is left to MMEngine, which refuses it.)
+        ValueError: the loop counts the other unit, the length is < 1, or a phase of the
+            schedule would begin at or after the new end (the message says the shortest length
+            the phases before it, e.g. a warm-up, leave room for).
     """
     if (iters is None) == (epochs is None):
         raise ValueError('give iters or epochs')
@@ -282,12 +294,24 @@ def schedule_options(cfg, iters: Optional[int] = None, *,
         prefix = ['param_scheduler']
     else:
         prefix = [f'param_scheduler.{i}' for i in range(len(schedulers))]
-    for name, scheduler in zip(prefix, schedulers):
-        end, begin = scheduler.get('end'), scheduler.get('begin', 0)
-        if end is None or not (end == old or end > length):
-            continue
+    cut = [(name, scheduler) for name, scheduler in zip(prefix, schedulers)
+           if scheduler.get('end') is not None
+           and (scheduler['end'] == old or scheduler['end'] > length)]
+    late = [(name, s) for name, s in cut if s.get('begin', 0) >= length]
+    if late:
+        name, scheduler = late[0]
+        begin, word = scheduler.get('begin', 0), unit[:-1].replace('iter', 'iteration')
+        before = [f'{n} ({s.get("type")}, {word}s {s.get("begin", 0)}-{s.get("end")})'
+                  for n, s in zip(prefix, schedulers) if s.get('begin', 0) < begin]
+        raise ValueError(
+            f'--{unit} {length} is too short for this schedule: {name} '
+            f'({scheduler.get("type")}) begins at {word} {begin}, after '
+            f'{", ".join(before) or "nothing"} (the warm-up), so it would never run; give '
+            f'--{unit} {max(s.get("begin", 0) for _, s in late) + 1} or more')
+    for name, scheduler in cut:
+        end, begin = scheduler['end'], scheduler.get('begin', 0)
         options.append(f'{name}.end={length}')
-        if scheduler.get('T_max') == end - begin and length > begin:
+        if scheduler.get('T_max') == end - begin:
             options.append(f'{name}.T_max={length - begin}')
     return options
 
@@ -370,10 +394,13 @@ def run_command(cmd: List[str], log_path: str, threads: Optional[int], cwd: str)
     return time.perf_counter() - start
 
 
+#: The module of a run's process (:func:`run_process`).
+RUN_MODULE = 'mmdavpt_lab.run'
+
 #: What the fork server of :func:`run_process` imports once for all runs: the run module (the
 #: package, torch, MMEngine) and what the MMPretrain and MMSeg registries import when a runner is
 #: built in their scope.
-RUN_PRELOAD = ('mmdavpt_lab.run', 'mmpretrain.datasets', 'mmpretrain.engine',
+RUN_PRELOAD = (RUN_MODULE, 'mmpretrain.datasets', 'mmpretrain.engine',
                'mmpretrain.evaluation', 'mmpretrain.models', 'mmpretrain.visualization',
                'mmseg.datasets', 'mmseg.engine', 'mmseg.evaluation', 'mmseg.models',
                'mmseg.visualization')
@@ -385,14 +412,18 @@ def run_process(argv: List[str], log_path: str, threads: Optional[int], cwd: str
     a server that imported :data:`RUN_PRELOAD` once (multiprocessing's ``forkserver``): each run
     still gets a process of its own, without the ~7 s of imports that a fresh Python pays.
     Returns the wall time; raises with the log's tail on failure."""
-    from mmdavpt_lab.run import main_in_child
     ctx = multiprocessing.get_context('forkserver')
     ctx.set_forkserver_preload(list(RUN_PRELOAD))
     start = time.perf_counter()
-    proc = ctx.Process(target=main_in_child, args=(argv, log_path, threads, cwd))
+    proc = ctx.Process(target=main_in_child,
+                       args=(RUN_MODULE, argv, log_path, threads, cwd))
     proc.start()
     proc.join()
     if proc.exitcode != 0:
+        if not osp.isfile(log_path):  # e.g. a script without the ``__main__`` guard that
+            # multiprocessing's forkserver needs: its error went to this process's stderr
+            raise RuntimeError(f'mmdavpt_lab.run {" ".join(argv)} failed ({proc.exitcode}) '
+                               f'before it wrote {log_path}: see the error printed above')
         with open(log_path) as log:
             tail = ''.join(log.readlines()[-30:])
         raise RuntimeError(f'mmdavpt_lab.run {" ".join(argv)} failed ({proc.exitcode}); '
@@ -421,15 +452,86 @@ def best_checkpoint(work_dir: str) -> Optional[str]:
     return found[0] if found else None
 
 
-def trained_checkpoint(run_dir: str, cfg: Config) -> Optional[str]:
-    """The checkpoint a finished training of ``cfg`` in ``run_dir`` is tested with
-    (:func:`selection`), or ``None`` when the training has not finished: a best-val checkpoint
-    counts only once :data:`TRAINED_FILE` says the training ended (an interrupted run leaves one
-    behind too), the final checkpoint exists only at the end."""
+def run_identity(cfg: Config, amp: bool = False) -> Dict[str, object]:
+    """What makes two trainings the same run: the merged config (:func:`config_digest`; it holds
+    the seed and the schedule) and mixed precision (``--amp`` is not in the config: the training
+    switches the optimizer wrapper when it starts)."""
+    return dict(config_digest=config_digest(cfg), amp=bool(amp))
+
+
+def write_trained(run_dir: str, cfg: Config, amp: bool, train_seconds: float, config: str,
+                  options: Sequence[str]) -> None:
+    """Write :data:`TRAINED_FILE`: the training of ``cfg`` (``config`` with ``options``, with
+    ``amp``) ended in ``run_dir`` after ``train_seconds``."""
+    with open(osp.join(run_dir, TRAINED_FILE), 'w') as f:
+        json.dump(dict(run_identity(cfg, amp), train_seconds=train_seconds, config=config,
+                       cfg_options=list(options)), f)
+
+
+def trained_checkpoint(run_dir: str, cfg: Config, amp: bool = False) -> Optional[str]:
+    """The checkpoint a finished training of ``cfg`` (with ``amp``) in ``run_dir`` is tested with
+    (:func:`selection`), or ``None`` when no training finished there: a training finished once
+    its :data:`TRAINED_FILE` is written (an interrupted run leaves a best-val checkpoint behind
+    too), and it must be this run's (:func:`run_identity`).
+
+    Raises:
+        ValueError: the training that finished in ``run_dir`` is of another config or precision,
+            or did not record which; its checkpoints are not this run's.
+    """
+    path = osp.join(run_dir, TRAINED_FILE)
+    if not osp.isfile(path):
+        return None
+    with open(path) as f:
+        try:
+            done = json.load(f)
+        except json.JSONDecodeError:
+            done = None
+    want = run_identity(cfg, amp)
+    if not isinstance(done, dict) or any(done.get(k) != v for k, v in want.items()):
+        what = 'a config it did not record (an older mmdavpt wrote it)' \
+            if not isinstance(done, dict) or 'config_digest' not in done else \
+            f'{done.get("config")} with {done.get("cfg_options")}' + \
+            (' and --amp' if done.get('amp') else ' without --amp')
+        raise ValueError(
+            f'{run_dir} holds a finished training of {what} ({path}), not of this run '
+            f'({cfg.filename} with its options{" and --amp" if amp else " without --amp"}): '
+            f'its checkpoints are not this run\'s. Use another --work-dir, or delete {run_dir} '
+            f'to train this run there.')
     if selection(cfg) == 'val':
-        return best_checkpoint(run_dir) if osp.isfile(osp.join(run_dir, TRAINED_FILE)) else None
-    path = final_checkpoint(run_dir, cfg)
-    return path if osp.isfile(path) else None
+        return best_checkpoint(run_dir)
+    final = final_checkpoint(run_dir, cfg)
+    return final if osp.isfile(final) else None
+
+
+def check_result(result: dict, result_path: str, config: str, options: Sequence[str],
+                 digest: str, amp: bool, modes: Sequence[str]) -> None:
+    """Refuse to read a finished run's :data:`RESULT_FILE` back for another run: another
+    merged config (the same merged config is the same run, however its options are spelled),
+    another precision, or other test modes (``--no-tta``).
+
+    Raises:
+        ValueError: naming what differs and the way out.
+    """
+    same_options = (result['config'], result['cfg_options']) == (config, list(options))
+    stored = result.get('config_digest')
+    if not same_options and stored != digest:
+        raise ValueError(f'{result_path} is a run of {result["config"]} with '
+                         f'{result["cfg_options"]}, not of {config} with {list(options)}: use '
+                         'another work dir')
+    if stored is not None and stored != digest:
+        raise ValueError(f'{result_path} is a run of another content of {config} (the '
+                         'config file changed since): use another work dir')
+    if 'amp' not in result:
+        raise ValueError(f'{result_path} does not record whether its run used --amp (an older '
+                         'mmdavpt wrote it): use another work dir')
+    if result['amp'] != amp:
+        raise ValueError(f'{result_path} is a run {"with" if result["amp"] else "without"} '
+                         f'--amp, not {"with" if amp else "without"}: use another work dir')
+    tested = [m for m in ('ss', 'tta') if m in result['metrics']]
+    if tested != list(modes):
+        raise ValueError(f'{result_path} was tested in the modes {tested}, this run asks for '
+                         f'{list(modes)} (--no-tta): use another work dir, or delete that file '
+                         'to test the finished training again')
 
 
 def attention_shares(shares_json: str) -> Optional[Dict[str, float]]:
@@ -471,37 +573,29 @@ def run_one(method: str, config: str, overrides: Sequence[str], seed: int, work_
         threads: intra-op threads of the run's process (``None``: torch's default).
 
     Returns:
-        The run result: ``method``, ``seed``, ``config``, ``cfg_options``, ``selection``,
+        The run result: ``method``, ``seed``, ``config``, ``cfg_options``, ``config_digest``,
+        ``amp``, ``selection``,
         ``checkpoint``, ``metric``, ``metrics`` ({``'ss'``/``'tta'``: test value, ``'val'``: the
         best val value of a val-selected run}), ``attention`` (:func:`attention_shares` or
         ``None``), ``train_seconds``, ``seconds_per_step``, ``tunable_params``.
     """
     run_dir = osp.join(work_dir, method, f'seed{seed}')
     result_path = osp.join(run_dir, RESULT_FILE)
-    options, cfg = run_options(config, overrides, seed, iters, epochs)
+    options, cfg = run_options(osp.join(root, config), overrides, seed, iters, epochs)
     digest = config_digest(cfg)
-    if osp.isfile(result_path):
-        with open(result_path) as f:
-            result = json.load(f)
-        # The same merged config is the same run, however its options are spelled.
-        same_options = (result['config'], result['cfg_options']) == (config, options)
-        stored = result.get('config_digest')
-        if not same_options and stored != digest:
-            raise ValueError(f'{result_path} is a run of {result["config"]} with '
-                             f'{result["cfg_options"]}, not of {config} with {options}: use '
-                             'another work dir')
-        if stored is not None and stored != digest:
-            raise ValueError(f'{result_path} is a run of another content of {config} (the '
-                             'config file changed since): use another work dir')
-        log(f'[compare] {method} seed {seed}: done before ({result_path})')
-        return result
     scope = cfg.get('default_scope', 'mmpretrain')
     if scope not in METRICS:
         raise ValueError(f'{config}: default_scope {scope!r} is not one of {sorted(METRICS)}')
+    modes = ['ss'] + (['tta'] if scope == 'mmseg' and tta else [])
+    if osp.isfile(osp.join(root, result_path)):
+        with open(osp.join(root, result_path)) as f:
+            result = json.load(f)
+        check_result(result, result_path, config, options, digest, amp, modes)
+        log(f'[compare] {method} seed {seed}: done before ({result_path})')
+        return result
     os.makedirs(osp.join(root, run_dir), exist_ok=True)
     select = selection(cfg)
-    trained = trained_checkpoint(osp.join(root, run_dir), cfg) is not None
-    modes = ['ss'] + (['tta'] if scope == 'mmseg' and tta else [])
+    trained = trained_checkpoint(osp.join(root, run_dir), cfg, amp) is not None
     attend = scope == 'mmpretrain' and cfg.model.get('guidance') is not None and select == 'val'
     layers = [str(i) for i in cfg.model.backbone.get('guided_layers', (-1, ))]
     log(f'[compare] {method} seed {seed}: '
@@ -514,7 +608,7 @@ def run_one(method: str, config: str, overrides: Sequence[str], seed: int, work_
     if not trained:
         with open(osp.join(root, run_dir, TRAINED_FILE)) as f:
             train_seconds = json.load(f)['train_seconds']
-    ckpt = trained_checkpoint(osp.join(root, run_dir), cfg)
+    ckpt = trained_checkpoint(osp.join(root, run_dir), cfg, amp)
     metrics = {mode: float(read_test_metrics(osp.join(root, run_dir, f'test_{mode}'))
                            [METRICS[scope]]) for mode in modes}
     best = workdir.best_val(workdir.train_scalars(osp.join(root, run_dir)),
@@ -524,7 +618,7 @@ def run_one(method: str, config: str, overrides: Sequence[str], seed: int, work_
     attention = attention_shares(osp.join(root, run_dir, ATTENTION_DIR, SHARES_JSON)) \
         if attend else None
     result = dict(method=method, seed=seed, config=config, cfg_options=options,
-                  config_digest=digest, selection=select, checkpoint=ckpt,
+                  config_digest=digest, amp=bool(amp), selection=select, checkpoint=ckpt,
                   metric=METRICS[scope], metrics=metrics, attention=attention,
                   train_seconds=train_seconds,
                   seconds_per_step=seconds_per_step(osp.join(root, run_dir)),
@@ -536,6 +630,32 @@ def run_one(method: str, config: str, overrides: Sequence[str], seed: int, work_
     log(f'[compare] {method} seed {seed}: ' + ', '.join(
         f'{labels.get(k, k)} {v:.2f}' for k, v in metrics.items()))
     return result
+
+
+def check_comparison(methods: Dict[str, Tuple[str, Sequence[str]]], seeds: Sequence[int],
+                     baseline: Optional[str] = None, iters: Optional[int] = None,
+                     epochs: Optional[int] = None, root: str = '') -> None:
+    """What :func:`run_comparison` refuses before any run starts: a repeated seed (two runs of
+    one run directory at once), a baseline that is not a method, and a method whose config
+    (relative to ``root`` or absolute) is missing or cannot be shortened to ``iters`` /
+    ``epochs`` (:func:`schedule_options`).
+
+    Raises:
+        ValueError: naming the seed, the baseline or the method.
+    """
+    repeated = sorted({s for s in seeds if list(seeds).count(s) > 1})
+    if repeated:
+        raise ValueError(f'seeds {list(seeds)} repeat {repeated}: each (method, seed) is one run '
+                         'directory; give each seed once')
+    if not seeds:
+        raise ValueError('no seeds')
+    if baseline is not None and baseline not in methods:
+        raise ValueError(f'baseline {baseline!r} is not one of the methods {list(methods)}')
+    for method, (config, overrides) in methods.items():
+        try:
+            run_options(osp.join(root, config), overrides, seeds[0], iters, epochs)
+        except (OSError, ValueError) as e:
+            raise ValueError(f'{method} ({config}): {e}') from e
 
 
 def run_comparison(methods: Dict[str, Tuple[str, Sequence[str]]], seeds: Sequence[int],
@@ -558,10 +678,15 @@ def run_comparison(methods: Dict[str, Tuple[str, Sequence[str]]], seeds: Sequenc
         ``dict(metric, seeds, baseline, summary, runs, failed, table, plot)``:
         :func:`summarize`'s summary, the finished runs, the failed ones (method, seed, error;
         the others still run), the Markdown table and the plot's path (or why there is none);
-        also written to ``{work_dir}/compare.json``.
+        also written to ``{work_dir}/compare.json``. ``baseline`` is ``None`` when every run of
+        the baseline failed (the table then pairs nothing).
+
+    Raises:
+        ValueError: before any run, what :func:`check_comparison` refuses.
+        RuntimeError: every run failed (listing the failures).
     """
-    if baseline is not None and baseline not in methods:
-        raise ValueError(f'baseline {baseline!r} is not one of the methods {list(methods)}')
+    check_comparison(methods, seeds, baseline, run_kwargs.get('iters'), run_kwargs.get('epochs'),
+                     root)
     todo = [(m, c, o, s) for s in seeds for m, (c, o) in methods.items()]
     log(f'[compare] {len(methods)} methods x {len(seeds)} seeds, {jobs} side by side; '
         f'work dir {work_dir}')
@@ -580,6 +705,9 @@ def run_comparison(methods: Dict[str, Tuple[str, Sequence[str]]], seeds: Sequenc
     if not runs:
         raise RuntimeError(f'every run failed: {failed}')
     keys = list(dict.fromkeys(k for r in runs for k in r['metrics']))
+    if baseline is not None and not any(r['method'] == baseline for r in runs):
+        log(f'[compare] every run of the baseline {baseline} failed: nothing is paired')
+        baseline = None
     summary = summarize(runs, keys, baseline)
     labels = metric_labels(runs[0]['metric'])
     table = format_summary(summary, keys, labels, baseline)
@@ -597,18 +725,32 @@ def run_comparison(methods: Dict[str, Tuple[str, Sequence[str]]], seeds: Sequenc
 def verdict(summary: Dict[str, dict], method: str, baseline: str, key: str = 'ss',
             what: str = 'test accuracy', confidence: float = 0.95) -> str:
     """One sentence, from the numbers only, on whether ``method`` beat ``baseline`` in
-    :func:`summarize`'s output: the means over seeds, the paired difference and its interval,
-    and what the interval allows one to say (above 0: helped; below 0: hurt; containing 0:
-    these seeds cannot tell)."""
-    entry, base = summary[method], summary[baseline]
-    stat, base_stat = entry[key], base[key]
-    diff = stat.get('diff')
+    :func:`summarize`'s output: the two means over the seeds both have, the paired difference and
+    its interval over the same seeds, and what the interval allows one to say (above 0: helped;
+    below 0: hurt; containing 0: these seeds cannot tell). Seeds that only one of the two has
+    are named as left out.
+
+    Raises:
+        ValueError: a method has no run, or no seed in common with the other.
+    """
+    for name in (method, baseline):
+        if key not in summary.get(name, {}):
+            raise ValueError(f'{name} has no finished run with {key!r}: no verdict on {method} '
+                             f'vs {baseline}')
+    diff = summary[method][key].get('diff')
     if diff is None:
         raise ValueError(f'{method} has no paired difference to {baseline} for {key!r}')
     level = f'{confidence:.0%}'
     seeds = diff['n']
-    numbers = (f'{method} {stat["mean"]:.2f} vs {baseline} {base_stat["mean"]:.2f} {what} '
-               f'(mean of {seeds} seeds); paired difference {diff["mean"]:+.2f}')
+    left = [f'{name} seed{"s" * (len(extra) > 1)} {", ".join(str(s) for s in extra)}'
+            for name in (method, baseline)
+            for extra in [[s for s in summary[name]['seeds'] if s not in diff['seeds']]]
+            if extra]
+    which = f'mean of {seeds} seeds' if not left else \
+        f'mean of the {seeds} seeds both have, {", ".join(str(s) for s in diff["seeds"])}; ' \
+        f'left out: {"; ".join(left)}'
+    numbers = (f'{method} {diff["method_mean"]:.2f} vs {baseline} {diff["baseline_mean"]:.2f} '
+               f'{what} ({which}); paired difference {diff["mean"]:+.2f}')
     if seeds < 2 or math.isnan(diff['low']):
         return f'{numbers}: one seed, no interval, no conclusion.'
     numbers += f', {level} t interval [{diff["low"]:+.2f}, {diff["high"]:+.2f}]'
@@ -629,15 +771,50 @@ def pool_comparisons(paths: Sequence[str], baseline: Optional[str] = None,
     Returns:
         ``dict(metric, sources, summary, table)`` as :func:`run_comparison`'s, the seeds of the
         summary numbered ``1000 * file index + seed``.
+
+    Raises:
+        ValueError: a file given twice (compared by real path), a file that is not a
+            ``compare.json`` (a run's :data:`RESULT_FILE`, say), a run held by two files (the
+            same ``config_digest``, which holds the seed; for runs without one, the same method,
+            config, options and seed), or files of different metrics: a run counted twice would
+            narrow the interval.
     """
-    runs, metric = [], None
+    given: Dict[str, str] = {}
+    for path in paths:
+        real = osp.realpath(path)
+        if real in given:
+            raise ValueError(f'{path} is given twice (as {given[real]}): pool each comparison '
+                             'once')
+        given[real] = path
+    runs, metric, seen = [], None, {}
     for i, path in enumerate(paths):
         with open(path) as f:
-            data = json.load(f)
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f'{path} is not a compare.json of '
+                                 f'tools/analysis/compare_methods.py (not JSON: {e})') from e
+        if not isinstance(data, dict) or not {'metric', 'runs'} <= set(data):
+            one_run = isinstance(data, dict) and {'method', 'seed', 'metrics'} <= set(data)
+            raise ValueError(
+                f'{path} is not a compare.json of tools/analysis/compare_methods.py (no "runs")'
+                + (f": it is one run's {RESULT_FILE}; pool the compare.json in its "
+                   "comparison's work dir" if one_run else ''))
         if metric is not None and data['metric'] != metric:
             raise ValueError(f'{path} compares {data["metric"]}, the others {metric}')
         metric = data['metric']
-        runs += [dict(run, seed=1000 * i + int(run['seed'])) for run in data['runs']]
+        for run in data['runs']:
+            key = run.get('config_digest') or (
+                json.dumps([run['method'], run['config'], run.get('cfg_options'), run['seed']])
+                if run.get('config') else None)
+            if key is not None and key in seen:
+                raise ValueError(f'{path} and {seen[key]} both hold the run {run["method"]} seed '
+                                 f'{run["seed"]} (the same config and seed): pooled twice it '
+                                 'would count twice and narrow the interval; pool each '
+                                 'comparison once')
+            if key is not None:
+                seen[key] = path
+            runs.append(dict(run, seed=1000 * i + int(run['seed'])))
     if not runs:
         raise ValueError(f'no runs in {list(paths)}')
     keys = list(dict.fromkeys(k for r in runs for k in r['metrics']))

@@ -7,25 +7,22 @@ starts and model builds per run; the results are the same.
     python -m mmdavpt_lab.run CONFIG --work-dir RUN_DIR [--train] [--amp]
         [--test ss [tta]] [--attention-layers L ...] [--cfg-options k=v ...]
 
-Without ``--train`` the run's training must have finished before (its checkpoint is tested).
-Writes :data:`~mmdavpt_lab.compare.TRAINED_FILE` (JSON: ``train_seconds``) once the
-training ended, the tests' metrics under ``RUN_DIR/test_{mode}`` and the attention shares under
-``RUN_DIR/attention``.
+Without ``--train`` the run's training must have finished before, with the same config,
+options and ``--amp`` (its :data:`~mmdavpt_lab.compare.TRAINED_FILE` says so; its checkpoint is
+tested). Writes that file once the training ended, the tests' metrics under
+``RUN_DIR/test_{mode}`` and the attention shares under ``RUN_DIR/attention``.
 """
 import argparse
 import gc
-import json
-import os
 import os.path as osp
-import sys
 import time
-import warnings
 from typing import Dict, List, Optional, Sequence
 
-import torch
 from mmengine.config import Config
 
 import mmdavpt  # noqa: F401  registers mmdavpt's modules and the torch.load allowlist
+from mmdavpt.utils import workdir
+from mmdavpt.utils.cli import merge_test_args, merge_train_args, run_test, run_train
 from mmdavpt_lab import attention
 from mmdavpt_lab.compare import (
     ATTENTION_DIR,
@@ -33,9 +30,8 @@ from mmdavpt_lab.compare import (
     merged_config,
     parse_cfg_options,
     trained_checkpoint,
+    write_trained,
 )
-from mmdavpt.utils import workdir
-from mmdavpt.utils.cli import merge_test_args, merge_train_args, run_test, run_train
 
 #: The test modes: ``tools/test.py`` without and with ``--tta``.
 MODES = ('ss', 'tta')
@@ -43,15 +39,15 @@ MODES = ('ss', 'tta')
 
 def train(config: str, options: Sequence[str], run_dir: str, amp: bool = False) -> float:
     """``tools/train.py CONFIG --work-dir RUN_DIR [--amp] --cfg-options OPTIONS``; writes
-    :data:`TRAINED_FILE` and returns the training's wall time (s)."""
+    :data:`TRAINED_FILE` (:func:`~mmdavpt_lab.compare.write_trained`) and returns the
+    training's wall time (s)."""
     cfg = merge_train_args(Config.fromfile(config), work_dir=run_dir,
                            cfg_options=parse_cfg_options(options), amp=amp)
     start = time.perf_counter()
     run_train(cfg)
     seconds = time.perf_counter() - start
     gc.collect()  # the training's runner and model are gone before the tests build theirs
-    with open(osp.join(run_dir, TRAINED_FILE), 'w') as f:
-        json.dump(dict(train_seconds=seconds), f)
+    write_trained(run_dir, merged_config(config, options), amp, seconds, config, options)
     return seconds
 
 
@@ -108,7 +104,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.train:
         train(args.config, args.cfg_options, args.work_dir, args.amp)
     checkpoint = trained_checkpoint(args.work_dir,
-                                    merged_config(args.config, args.cfg_options))
+                                    merged_config(args.config, args.cfg_options), args.amp)
     if checkpoint is None:
         raise FileNotFoundError(f'{args.work_dir}: no finished training to test (its best-val '
                                 f'or final checkpoint, and {TRAINED_FILE})')
@@ -116,22 +112,6 @@ def main(argv: Optional[List[str]] = None) -> None:
         evaluate(args.config, args.cfg_options, checkpoint, args.work_dir, mode, args.amp)
     if args.attention_layers:
         measure_attention(args.work_dir, checkpoint, args.attention_layers)
-
-
-def main_in_child(argv: List[str], log_path: str, threads: Optional[int], cwd: str) -> None:
-    """:func:`main` as the target of a process forked by :func:`mmdavpt_lab.compare.
-    run_process`: in ``cwd``, with ``threads`` intra-op threads (``None``: torch's default), its
-    output (Python's and the C libraries') appended to ``log_path``, warnings off."""
-    os.chdir(cwd)
-    if threads is not None:
-        torch.set_num_threads(threads)
-    warnings.simplefilter('ignore')
-    with open(log_path, 'a') as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-    sys.stdout = open(1, 'w', buffering=1, closefd=False)
-    sys.stderr = open(2, 'w', buffering=1, closefd=False)
-    main(argv)
 
 
 if __name__ == '__main__':

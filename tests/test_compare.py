@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import pytest
 from mmengine.config import Config
 from scipy import stats
 
+from mmdavpt.utils.workdir import find_config
 from mmdavpt_lab.compare import (
     RESULT_FILE,
     TRAINED_FILE,
@@ -29,8 +31,8 @@ from mmdavpt_lab.compare import (
     summarize,
     trained_checkpoint,
     verdict,
+    write_trained,
 )
-from mmdavpt.utils.workdir import find_config
 
 from conftest import write_tiny_config
 
@@ -117,8 +119,14 @@ def test_schedule_options():
                       param_scheduler=[dict(type='LinearLR', begin=0, end=20),
                                        dict(type='PolyLR', begin=20, end=600)]))
     assert schedule_options(cfg, 300) == ['train_cfg.max_iters=300', 'param_scheduler.1.end=300']
-    assert schedule_options(cfg, 10) == ['train_cfg.max_iters=10', 'param_scheduler.0.end=10',
-                                         'param_scheduler.1.end=10']
+    assert schedule_options(cfg, 21) == ['train_cfg.max_iters=21', 'param_scheduler.1.end=21']
+    # a phase that would begin after the end (MMEngine: "end should be larger than begin",
+    # once the training starts): refused, saying what the warm-up needs
+    with pytest.raises(ValueError, match=r'--iters 10 is too short for this schedule: '
+                       r'param_scheduler\.1 \(PolyLR\) begins at iteration 20, after '
+                       r'param_scheduler\.0 \(LinearLR, iterations 0-20\) \(the warm-up\), so it '
+                       r'would never run; give --iters 21 or more'):
+        schedule_options(cfg, 10)
     with pytest.raises(ValueError, match='this config has max_epochs'):
         schedule_options(Config(dict(train_cfg=dict(max_epochs=3))), 10)
     with pytest.raises(ValueError, match='give iters or epochs'):
@@ -160,29 +168,29 @@ def test_run_options_seed_the_mapping_and_shorten_the_schedule():
 
 
 def test_finished_run_is_read_back_not_rerun(tmp_path):
-    options, _ = run_options(DEMO, [], 0, 10)
+    options, _ = run_options(DEMO, [], 0, 30)
     run_dir = tmp_path / 'DA-VPT' / 'seed0'
     run_dir.mkdir(parents=True)
     done = dict(method='DA-VPT', seed=0, config=DEMO, cfg_options=options, metric='mIoU',
-                metrics=dict(ss=40.0))
+                amp=False, metrics=dict(ss=40.0, tta=41.0))
     (run_dir / RESULT_FILE).write_text(json.dumps(done))
-    assert run_one('DA-VPT', DEMO, [], 0, str(tmp_path), ROOT, iters=10) == done
+    assert run_one('DA-VPT', DEMO, [], 0, str(tmp_path), ROOT, iters=30) == done
     with pytest.raises(ValueError, match='use another work dir'):
-        run_one('DA-VPT', DEMO, [], 0, str(tmp_path), ROOT, iters=20)
+        run_one('DA-VPT', DEMO, [], 0, str(tmp_path), ROOT, iters=40)
     (run_dir / RESULT_FILE).write_text(json.dumps(dict(done, config_digest='0' * 40)))
     with pytest.raises(ValueError, match='the config file changed'):
-        run_one('DA-VPT', DEMO, [], 0, str(tmp_path), ROOT, iters=10)
+        run_one('DA-VPT', DEMO, [], 0, str(tmp_path), ROOT, iters=30)
     # Options that spell out a value the config already has give the same merged config: the
     # same run, read back.
-    digest = config_digest(run_options(DEMO, [], 0, 10)[1])
+    digest = config_digest(run_options(DEMO, [], 0, 30)[1])
     (run_dir / RESULT_FILE).write_text(json.dumps(dict(done, config_digest=digest)))
     same = ['model.guidance.loss_xp.loss_weight=0.01']
-    assert run_options(DEMO, same, 0, 10)[1].model.guidance.loss_xp.loss_weight == 0.01
-    assert run_one('DA-VPT', DEMO, same, 0, str(tmp_path), ROOT, iters=10)['metrics'] == \
-        dict(ss=40.0)
+    assert run_options(DEMO, same, 0, 30)[1].model.guidance.loss_xp.loss_weight == 0.01
+    assert run_one('DA-VPT', DEMO, same, 0, str(tmp_path), ROOT, iters=30)['metrics'] == \
+        dict(ss=40.0, tta=41.0)
     with pytest.raises(ValueError, match='use another work dir'):
         run_one('DA-VPT', DEMO, ['model.guidance.loss_xp.loss_weight=0.02'], 0, str(tmp_path),
-                ROOT, iters=10)
+                ROOT, iters=30)
 
 
 CLS_DEMO = 'configs/demo/vit-s14-imgfocus_davpt_animal-mnist-56px.py'
@@ -194,7 +202,7 @@ def test_selection_best_val_where_the_config_keeps_it():
     options, cfg = run_options(CLS_DEMO, [], 0)
     assert selection(cfg) == 'val' and 'val_cfg=None' not in options
     assert cfg.val_dataloader is not None
-    _, cfg = run_options(DEMO, [], 0, 10)
+    _, cfg = run_options(DEMO, [], 0, 30)
     assert selection(cfg) == 'final'
     _, cfg = run_options(CLS_DEMO, ['default_hooks.checkpoint.save_best=None'], 0)
     assert selection(cfg) == 'final' and cfg.val_cfg is None
@@ -211,18 +219,75 @@ def test_best_checkpoint(tmp_path):
 
 
 def test_an_interrupted_training_is_not_tested(tmp_path):
-    """A best-val checkpoint appears after the first validation: it is tested only once the
-    training ended; the final checkpoint only exists at the end."""
+    """A best-val checkpoint appears after the first validation, a final one may be left by a
+    training killed while it wrote its last files: either is tested only once the training
+    recorded its end (:data:`TRAINED_FILE`)."""
     _, cls_cfg = run_options(CLS_DEMO, [], 0)
     (tmp_path / 'best_accuracy_top1_epoch_2.pth').write_bytes(b'')
     assert trained_checkpoint(str(tmp_path), cls_cfg) is None
-    (tmp_path / TRAINED_FILE).write_text('1 s\n')
+    write_trained(str(tmp_path), cls_cfg, False, 1.0, CLS_DEMO, [])
     assert trained_checkpoint(str(tmp_path), cls_cfg) == str(
         tmp_path / 'best_accuracy_top1_epoch_2.pth')
-    _, seg_cfg = run_options(DEMO, [], 0, 10)
-    assert trained_checkpoint(str(tmp_path), seg_cfg) is None
-    (tmp_path / 'iter_10.pth').write_bytes(b'')
-    assert trained_checkpoint(str(tmp_path), seg_cfg) == str(tmp_path / 'iter_10.pth')
+    seg_dir = tmp_path / 'seg'
+    seg_dir.mkdir()
+    _, seg_cfg = run_options(DEMO, [], 0, 30)
+    (seg_dir / 'iter_30.pth').write_bytes(b'')
+    assert trained_checkpoint(str(seg_dir), seg_cfg, amp=True) is None
+    write_trained(str(seg_dir), seg_cfg, True, 1.0, DEMO, [])
+    assert trained_checkpoint(str(seg_dir), seg_cfg, amp=True) == str(seg_dir / 'iter_30.pth')
+
+
+def test_a_finished_training_of_another_run_is_not_tested_as_this_one(tmp_path):
+    """A run dir holds a finished 3-epoch training and its best checkpoint but no result (the
+    run was interrupted during its test): a 2-epoch run there, or one with --amp, is refused
+    before anything is tested or recorded; so is a training that did not record its config."""
+    run_dir = tmp_path / 'DA-VPT' / 'seed0'
+    run_dir.mkdir(parents=True)
+    options3, cfg3 = run_options(CLS_DEMO, [], 0, epochs=3)
+    (run_dir / 'best_accuracy_top1_epoch_2.pth').write_bytes(b'')
+    write_trained(str(run_dir), cfg3, False, 1.0, CLS_DEMO, options3)
+    _, cfg2 = run_options(CLS_DEMO, [], 0, epochs=2)
+    where = re.escape(str(run_dir))
+    with pytest.raises(ValueError, match=rf'{where} holds a finished training of '
+                       rf'{re.escape(CLS_DEMO)} with .*train_cfg\.max_epochs=3.* without --amp '
+                       rf'.*not of this run .*Use another --work-dir, or delete {where}'):
+        trained_checkpoint(str(run_dir), cfg2)
+    with pytest.raises(ValueError, match=r'not of this run \(.* and --amp\)'):
+        trained_checkpoint(str(run_dir), cfg3, amp=True)
+    with pytest.raises(ValueError, match=rf'{where} holds a finished training of'):
+        run_one('DA-VPT', CLS_DEMO, [], 0, str(tmp_path), ROOT, epochs=2)
+    assert not (run_dir / RESULT_FILE).exists()
+    (run_dir / TRAINED_FILE).write_text(json.dumps(dict(train_seconds=1.0)))
+    with pytest.raises(ValueError, match='a config it did not record'):
+        trained_checkpoint(str(run_dir), cfg3)
+    (run_dir / TRAINED_FILE).write_text('1 s\n')
+    with pytest.raises(ValueError, match='a config it did not record'):
+        trained_checkpoint(str(run_dir), cfg3)
+
+
+def test_a_result_is_read_back_only_for_the_same_precision_and_tests(tmp_path):
+    """``--amp`` and ``--no-tta`` are part of a run's identity: a float32 result is not read
+    back for an --amp request, a single-scale one not for a request with TTA."""
+    options, cfg = run_options(DEMO, [], 0, 30)
+    run_dir = tmp_path / 'DA-VPT' / 'seed0'
+    run_dir.mkdir(parents=True)
+    done = dict(method='DA-VPT', seed=0, config=DEMO, cfg_options=options, metric='mIoU',
+                config_digest=config_digest(cfg), amp=False, metrics=dict(ss=40.0, tta=41.0))
+    (run_dir / RESULT_FILE).write_text(json.dumps(done))
+    assert run_one('DA-VPT', DEMO, [], 0, str(tmp_path), ROOT, iters=30) == done
+    with pytest.raises(ValueError, match='is a run without --amp, not with'):
+        run_one('DA-VPT', DEMO, [], 0, str(tmp_path), ROOT, iters=30, amp=True)
+    with pytest.raises(ValueError, match=r"tested in the modes \['ss', 'tta'\], this run asks "
+                       r"for \['ss'\] \(--no-tta\)"):
+        run_one('DA-VPT', DEMO, [], 0, str(tmp_path), ROOT, iters=30, tta=False)
+    (run_dir / RESULT_FILE).write_text(json.dumps(dict(done, amp=True, metrics=dict(ss=40.0))))
+    with pytest.raises(ValueError, match=r"tested in the modes \['ss'\], this run asks for "
+                       r"\['ss', 'tta'\]"):
+        run_one('DA-VPT', DEMO, [], 0, str(tmp_path), ROOT, iters=30, amp=True)
+    old = {k: v for k, v in done.items() if k != 'amp'}
+    (run_dir / RESULT_FILE).write_text(json.dumps(old))
+    with pytest.raises(ValueError, match='does not record whether its run used --amp'):
+        run_one('DA-VPT', DEMO, [], 0, str(tmp_path), ROOT, iters=30)
 
 
 def test_attention_shares_last_layer_per_other_prompt(tmp_path):
@@ -261,6 +326,24 @@ def test_verdict_follows_the_interval():
     assert verdict(summary([1.0]), 'B', 'A').endswith('no conclusion.')
     with pytest.raises(ValueError, match='no paired difference'):
         verdict(summary([1.0, 2.0]), 'A', 'A')
+
+
+def test_verdict_and_table_pair_the_same_seeds_and_say_which():
+    """DA-VPT seed 2 missing: both means of the sentence and the difference are over seeds 0
+    and 1 (not VPT's mean over 3 seeds beside a difference over 2), and the left-out seed is
+    named; the table marks the difference's seeds."""
+    summary = summarize(_runs()[:-1], ['ss'], baseline='VPT')  # VPT 40, 41, 39; DA-VPT 42, 44
+    line = verdict(summary, 'DA-VPT', 'VPT')
+    assert line.startswith('DA-VPT 43.00 vs VPT 40.50 test accuracy (mean of the 2 seeds both '
+                           'have, 0, 1; left out: VPT seed 2); paired difference +2.50, 95% t '
+                           'interval [')
+    assert ' (seeds 0,1) |' in format_summary(summary, ['ss'], baseline='VPT')
+    summary = summarize(_runs(), ['ss'], baseline='VPT')
+    assert verdict(summary, 'DA-VPT', 'VPT').startswith(
+        'DA-VPT 42.00 vs VPT 40.00 test accuracy (mean of 3 seeds); paired difference +2.00')
+    assert '(seeds' not in format_summary(summary, ['ss'], baseline='VPT')
+    with pytest.raises(ValueError, match="DA-VPT has no finished run with 'ss': no verdict"):
+        verdict(summarize(_runs()[::2], ['ss'], baseline='VPT'), 'DA-VPT', 'VPT')
 
 
 def test_classification_run_is_tested_with_its_best_val_checkpoint(tmp_path):
@@ -347,3 +430,101 @@ def test_pool_comparisons_pairs_over_files_and_seeds(tmp_path):
     (tmp_path / 'seg.json').write_text(json.dumps(dict(metric='mIoU', runs=_runs())))
     with pytest.raises(ValueError, match='compares mIoU'):
         pool_comparisons(paths + [str(tmp_path / 'seg.json')])
+
+
+def _compare_json(path, runs, metric='accuracy/top1'):
+    path.write_text(json.dumps(dict(metric=metric, runs=runs)))
+    return str(path)
+
+
+def test_pool_refuses_to_count_a_comparison_or_a_run_twice(tmp_path):
+    """A compare.json and its copy (or one path twice) would double n and narrow the interval;
+    a run's own compare_result.json is not a comparison."""
+    from mmdavpt_lab.compare import pool_comparisons
+    runs = [dict(r, config=f'{r["method"]}.py', cfg_options=[f'randomness.seed={r["seed"]}'],
+                 config_digest=f'{r["method"]}-{r["seed"]}') for r in _runs()]
+    a = _compare_json(tmp_path / 'a.json', runs)
+    with pytest.raises(ValueError, match=r'a\.json is given twice'):
+        pool_comparisons([a, str(tmp_path / '.' / 'a.json')], baseline='VPT')
+    copy = _compare_json(tmp_path / 'copy.json', runs)
+    with pytest.raises(ValueError, match=r'copy\.json and .*a\.json both hold the run VPT seed 0 '
+                       r'\(the same config and seed\)'):
+        pool_comparisons([a, copy], baseline='VPT')
+    # runs of an older comparison (no digest): the same method, config, options and seed
+    old = [{k: v for k, v in r.items() if k != 'config_digest'} for r in runs]
+    with pytest.raises(ValueError, match='both hold the run VPT seed 0'):
+        pool_comparisons([_compare_json(tmp_path / 'old_a.json', old),
+                          _compare_json(tmp_path / 'old_b.json', old)], baseline='VPT')
+    one_run = tmp_path / RESULT_FILE
+    one_run.write_text(json.dumps(runs[0]))
+    with pytest.raises(ValueError, match=rf"{RESULT_FILE} is not a compare.json .*: it is one "
+                       rf"run's {RESULT_FILE}; pool the compare.json in its comparison's work "
+                       'dir'):
+        pool_comparisons([a, str(one_run)])
+
+
+def test_compare_methods_pool_takes_no_training_options(tmp_path, capsys):
+    from conftest import load_tool
+    tool = load_tool('tools/analysis/compare_methods.py')
+    a = _compare_json(tmp_path / 'a.json', _runs())
+    for extra in (['--seeds', '0', '1'], ['--epochs', '2'], [CLS_DEMO], ['--amp']):
+        with pytest.raises(SystemExit):
+            tool.parse_args([*extra, '--pool', a])
+        assert 'would be ignored' in capsys.readouterr().err
+    assert tool.parse_args(['--pool', a, '--baseline', 'VPT']).seeds is None
+    args = tool.parse_args([CLS_DEMO])
+    assert (args.seeds, args.jobs, args.threads) == ([0, 1, 2], 1, 1)
+    with pytest.raises(SystemExit, match=r'--pool: .*a\.json is given twice'):
+        tool.main(['--pool', a, a])
+    with pytest.raises(SystemExit, match=r'--pool: .*\.py is not a compare\.json .*not JSON'):
+        tool.main(['--pool', a, CLS_DEMO])
+
+
+def test_run_comparison_refuses_before_any_run_and_survives_a_failed_baseline(tmp_path,
+                                                                             monkeypatch):
+    """Repeated seeds (two runs of one run directory at once) and a schedule the warm-up leaves
+    nothing of are refused before any run; when every baseline run fails the others are still
+    summarised, unpaired, and the failures listed."""
+    import mmdavpt_lab.compare as compare
+    vpt = 'configs/demo/vit-s14-imgfocus_vpt-deep_animal-mnist-56px.py'
+    methods = {'VPT': (vpt, []), 'DA-VPT': (CLS_DEMO, [])}
+    started = []
+
+    def fake_run_one(method, config, overrides, seed, work_dir, root, log=print, **kwargs):
+        started.append((method, seed))
+        if method == 'VPT':
+            raise RuntimeError('the run process failed')
+        return dict(method=method, seed=seed, metric='accuracy/top1',
+                    metrics=dict(ss=80.0 + seed))
+
+    monkeypatch.setattr(compare, 'run_one', fake_run_one)
+    with pytest.raises(ValueError, match=r'seeds \[0, 0\] repeat \[0\]'):
+        compare.run_comparison(methods, [0, 0], str(tmp_path), ROOT, baseline='VPT', jobs=2)
+    with pytest.raises(ValueError, match=r'VPT \(.*\): --epochs 1 is too short for this '
+                       r'schedule: param_scheduler\.1 \(CosineAnnealingLR\) begins at epoch 1'):
+        compare.run_comparison(methods, [0, 1], str(tmp_path), ROOT, baseline='VPT', epochs=1)
+    assert started == []
+    out = compare.run_comparison(methods, [0, 1], str(tmp_path), ROOT, baseline='VPT',
+                                 epochs=2, log=lambda line: None)
+    assert out['baseline'] is None and list(out['summary']) == ['DA-VPT']
+    assert [(f['method'], f['seed']) for f in out['failed']] == [('VPT', 0), ('VPT', 1)]
+
+
+def test_compare_methods_exits_non_zero_when_runs_failed(tmp_path, monkeypatch, capsys):
+    from conftest import load_tool
+    tool = load_tool('tools/analysis/compare_methods.py')
+
+    def fake_comparison(methods, seeds, work_dir, root, **kwargs):
+        runs = [dict(method='DA-VPT', seed=s, metrics=dict(ss=80.0)) for s in seeds]
+        return dict(metric='accuracy/top1', runs=runs, table='TABLE', plot='compare.png',
+                    failed=[dict(method='VPT', seed=s, error='boom') for s in seeds])
+
+    monkeypatch.setattr(tool, 'run_comparison', fake_comparison)
+    with pytest.raises(SystemExit, match=r'4 runs failed \(listed above\); the table leaves '
+                       'them out'):
+        tool.main([CLS_DEMO, '--seeds', '0', '1', '--work-dir', str(tmp_path)])
+    out = capsys.readouterr().out
+    assert 'TABLE' in out and 'FAILED: VPT seed 1: boom' in out
+    with pytest.raises(SystemExit):
+        tool.parse_args([CLS_DEMO, '--seeds', '0', '0'])
+    assert '--seeds 0 0 repeats a seed' in capsys.readouterr().err

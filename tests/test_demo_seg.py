@@ -82,10 +82,14 @@ def test_train_then_test_single_and_multi_scale(assets, tmp_path):
         metrics = _metrics(test_dir)
         assert 0 <= metrics['mIoU'] <= 100 and 0 <= metrics['aAcc'] <= 100
 
-    # A comparison's run tests in one process (mmdavpt_lab.run): the tools' numbers.
+    # A comparison's run tests in one process (mmdavpt_lab.run): the tools' numbers. It tests
+    # only a training that recorded it is this run's (a comparison's run writes that file when
+    # its training ends; here the training above is declared to be it).
+    from mmdavpt_lab.compare import merged_config, write_trained
+    options = [*data, 'test_dataloader.dataset.indices=2', 'train_cfg.max_iters=3']
+    write_trained(str(work_dir), merged_config(CONFIG, options), True, 0.0, CONFIG, options)
     _run('-m', 'mmdavpt_lab.run', CONFIG, '--work-dir', str(work_dir), '--amp', '--test',
-         'ss', 'tta', '--cfg-options', *data, 'test_dataloader.dataset.indices=2',
-         'train_cfg.max_iters=3')
+         'ss', 'tta', '--cfg-options', *options)
     for mode, tool_dir in (('ss', 'single'), ('tta', 'multi')):
         ours, tools = _metrics(work_dir / f'test_{mode}'), _metrics(tmp_path / tool_dir)
         assert {k: ours[k] for k in ('aAcc', 'mIoU', 'mAcc')} == \
@@ -122,3 +126,38 @@ def test_demo_seg_compares_both_methods_over_seeds(monkeypatch, capsys):
     assert 'DA-VPT did worse here.' in out  # TTA: -1 on every seed
     demo.main(['--sequential', '--seeds', '5'])
     assert calls['jobs'] == 1 and calls['threads'] is None and calls['seeds'] == [5]
+
+
+def test_demo_seg_work_dir_is_the_callers_and_bad_options_stop_before_any_work(
+        monkeypatch, tmp_path, capsys):
+    """A relative --work-dir is relative to where the demo was started (it changes into the
+    repository); --iters shorter than the warm-up and repeated seeds are refused before the data
+    is built; every DA-VPT run failing gives the table, no verdict and exit status 1."""
+    from conftest import load_tool
+    demo = load_tool('tools/demo_seg.py')
+    calls, work = {}, []
+
+    def fake_comparison(methods, seeds, work_dir, root, **kwargs):
+        calls.update(work_dir=work_dir)
+        from mmdavpt_lab.compare import summarize
+        runs = [dict(method='VPT', seed=s, metrics=dict(ss=40.0, tta=41.0)) for s in seeds]
+        return dict(summary=summarize(runs, ['ss', 'tta'], baseline='VPT'), table='TABLE',
+                    failed=[dict(method='DA-VPT', seed=s, error='boom') for s in seeds])
+
+    monkeypatch.setattr(demo, 'prepare_assets', lambda: work.append('assets'))
+    monkeypatch.setattr(demo, 'run_comparison', fake_comparison)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match=r'3 run\(s\) failed'):
+        demo.main(['--work-dir', 'rel'])
+    monkeypatch.chdir(ROOT)
+    assert calls['work_dir'] == str(tmp_path / 'rel')
+    out = capsys.readouterr().out
+    assert 'TABLE' in out and 'No verdict on DA-VPT vs VPT: every run of DA-VPT failed.' in out
+    work.clear()
+    with pytest.raises(SystemExit, match=r'demo_seg: VPT \(.*\): --iters 10 is too short for '
+                       r'this schedule: .*give --iters 21 or more'):
+        demo.main(['--iters', '10'])
+    with pytest.raises(SystemExit):
+        demo.main(['--seeds', '1', '1'])
+    assert '--seeds 1 1 repeats a seed' in capsys.readouterr().err
+    assert work == []

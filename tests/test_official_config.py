@@ -9,6 +9,7 @@ import yaml
 from mmengine.config import Config
 
 from mmdavpt.models.losses import ClsPromptLoss, PatchPromptLoss
+from mmdavpt.utils.params import build_model_on_meta
 from mmdavpt_lab.official_config import (
     OFFICIAL_ARGS,
     format_config,
@@ -16,7 +17,6 @@ from mmdavpt_lab.official_config import (
     read_official_config,
     translate_official_config,
 )
-from mmdavpt.utils.params import build_model_on_meta
 
 from conftest import load_tool
 
@@ -183,6 +183,21 @@ def test_cli_writes_a_loadable_config_and_never_overwrites(tmp_path, capsys):
     assert out.read_text() == before
     assert convert.main([str(DATA / 'vitb_dtd.yaml'), '-o', str(out), '--force']) == 0
     assert out.read_text() != before
+
+
+def test_cli_never_overwrites_its_input_even_with_force(tmp_path, capsys):
+    """An official config saved under a ``.py`` name (or a link to it) given as its own output:
+    ``--force`` allows replacing an old output, never the input."""
+    official = tmp_path / 'vitb_dtd.py'
+    official.write_text((DATA / 'vitb_dtd.yaml').read_text())
+    link = tmp_path / 'link.py'
+    link.symlink_to(official)
+    before = official.read_text()
+    for out in (official, link):
+        with pytest.raises(SystemExit):
+            convert.main([str(official), '-o', str(out), '--force'])
+        assert f'the output {out} is the input {official}' in capsys.readouterr().err
+    assert official.read_text() == before and link.is_symlink()
 
 
 def test_cli_prints_with_bases_relative_to_the_current_folder(tmp_path, monkeypatch, capsys):

@@ -1,5 +1,6 @@
 import logging
 import os.path as osp
+import re
 
 import optuna
 import pytest
@@ -150,3 +151,57 @@ def test_storage_opens_again_when_another_search_created_it_at_the_same_time(tmp
     url = f'sqlite:///{tmp_path}/search.db'
     storage = open_storage(url, heartbeat=None)
     assert len(calls) == 2 and storage.get_all_studies() == []
+
+
+class _FakeRunner:
+    """A trial's runner whose training ends with one validation of 50 %."""
+    logger = logging.getLogger('fake_trial')
+    visualizer = None
+
+    def register_hook(self, hook):
+        self.hook = hook
+
+    def train(self):
+        self.hook.best = 50.0
+
+
+def test_a_study_of_another_search_is_not_resumed(tmp_path):
+    """Another config (or an edited one), other --trial-options, space, metric or direction on
+    an existing study name ran 0 trials and wrote a best config of the new config with the old
+    trials' values and score; now refused, naming what differs."""
+    from mmdavpt_lab.search import run_search
+    cfg = Config.fromfile(write_tiny_config(tmp_path))
+    storage = f'sqlite:///{tmp_path}/search.db'
+    space = parse_space('lr=loguniform:1e-3:1e-2')
+    kwargs = dict(storage=storage, study_name='s', heartbeat=None,
+                  build_runner=lambda cfg: _FakeRunner())
+    work_dir = str(tmp_path / 'search')
+    run_search(cfg, space, 1, work_dir, **kwargs)
+    assert len(run_search(cfg, space, 2, work_dir, **kwargs).trials) == 2  # the same: resumed
+    edited = Config.fromfile(cfg.filename)
+    edited.optim_wrapper.optimizer.weight_decay = 0.5
+    where = re.escape(storage)
+    with pytest.raises(ValueError, match=rf"the study 's' in {where} holds 2 trial\(s\) of "
+                       r'another search \(config_digest: another config -> this config\): '
+                       r'resuming it would count them .* another --study-name'):
+        run_search(edited, space, 3, work_dir, **kwargs)
+    with pytest.raises(ValueError, match='config_digest: another config'):
+        run_search(cfg, space, 3, work_dir, trial_options={'train_cfg.max_epochs': 1},
+                   **kwargs)
+    with pytest.raises(ValueError, match=r"space: \['lr=optim_wrapper\.optimizer\.lr'\] -> "
+                       r"\['lam=model\.guidance\.loss_pcls\.loss_weight'\]"):
+        run_search(cfg, parse_space('lam=uniform:0:1'), 3, work_dir, **kwargs)
+    with pytest.raises(ValueError, match=r"metric: 'accuracy/top1' -> 'accuracy/top5'"):
+        run_search(cfg, space, 3, work_dir, metric='accuracy/top5', **kwargs)
+    with pytest.raises(ValueError, match=r"direction: 'maximize' -> 'minimize'"):
+        run_search(cfg, space, 3, work_dir, direction='minimize', **kwargs)
+    assert len(_study(storage, 's').trials) == 2
+
+
+def test_storage_must_be_a_url(tmp_path, capsys):
+    search = load_tool('tools/search.py')
+    with pytest.raises(SystemExit):
+        search.parse_args(['c.py', '--trials', '1', '--space', 'lr=uniform:0:1', '--storage',
+                           'work_dirs/search.db'])
+    assert ('--storage work_dirs/search.db is not a database URL: for a SQLite file write '
+            '--storage sqlite:///work_dirs/search.db') in capsys.readouterr().err

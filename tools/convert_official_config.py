@@ -9,13 +9,15 @@ Reads the official yaml with the official loader's rules (its files are not vali
 the report (what became which option, the keys the official loader silently ignores, what this
 config cannot reproduce) and writes the MMEngine config, the report as its header. Without
 ``-o`` the config is printed, its ``_base_`` paths relative to the current folder. An existing
-output file is never overwritten unless ``--force`` is given. docs/official_recipe.md explains
-every mapping.
+output file is never overwritten unless ``--force`` is given, and the input never, not even with
+``--force`` (compared by real path: a link or another spelling of the input is the input); the
+output is written through a temporary file. docs/official_recipe.md explains every mapping.
 """
 import argparse
 import sys
 from pathlib import Path
 
+from mmdavpt.utils.io import atomic_write, check_output_path
 from mmdavpt_lab.official_config import format_config, translate_official_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,8 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     if out is not None:
         if out.suffix != '.py':
             parser.error(f'--out must be a .py config file, got {out}')
-        if out.exists() and not args.force:
-            parser.error(f'{out} exists; pass --force to overwrite it')
+        try:  # the input, even with --force, and without it an existing file, are refused
+            check_output_path(out, sources=(official, ), force=args.force)
+        except (ValueError, FileExistsError) as e:
+            parser.error(str(e))
     cfg, report = translate_official_config(official.read_text(encoding='utf-8'),
                                             num_classes=args.num_classes)
     text = format_config(cfg, report, config_dir=(out.parent if out else Path.cwd()).resolve(),
@@ -46,8 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if out is None:
         sys.stdout.write(text)
         return 0
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding='utf-8')
+    atomic_write(out, lambda tmp: Path(tmp).write_text(text, encoding='utf-8'))
     print(report.format())
     print(f'written: {out}')
     return 0

@@ -16,6 +16,9 @@
    interval, and a sentence that says from those numbers whether DA-VPT helped
    (``{work_dir}/compare.json``, ``compare.png``).
 
+``--work-dir`` is relative to the current directory. Options the demo cannot run (``--iters``
+shorter than the warm-up, a repeated seed) are refused before anything is built; a run that fails
+does not stop the others, and the demo then lists the failures and exits with status 1.
 The defaults (3 seeds, 200 iterations) took 13.3-13.5 minutes on 2 idle cores
 (docs/reports/segmentation.md). Nothing is downloaded.
 """
@@ -25,9 +28,9 @@ import os.path as osp
 import subprocess
 import sys
 import time
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
-from mmdavpt_lab.compare import MODE_LABELS, run_comparison, verdict
+from mmdavpt_lab.compare import MODE_LABELS, check_comparison, run_comparison, verdict
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG_DIR = osp.join('configs', 'segmentation', 'demo')
@@ -48,7 +51,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='run the methods one after the other (all threads) instead of side '
                         'by side (one thread each)')
     parser.add_argument('--methods', nargs='+', choices=sorted(METHODS), default=list(METHODS))
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if len(set(args.seeds)) < len(args.seeds):
+        parser.error(f'--seeds {" ".join(map(str, args.seeds))} repeats a seed: each (method, '
+                     'seed) is one run directory')
+    args.work_dir = osp.abspath(args.work_dir)  # the caller's directory, before main's chdir
+    return args
 
 
 def prepare_assets() -> None:
@@ -62,31 +70,46 @@ def prepare_assets() -> None:
     print(f'[demo_seg] backbone: {CHECKPOINT}', flush=True)
 
 
+def methods_of(names: List[str]) -> Dict[str, Tuple[str, List[str]]]:
+    """{name: (config relative to the repository, no overrides)}."""
+    return {m: (osp.join(CONFIG_DIR, METHODS[m]), []) for m in names}
+
+
 def compare_seeds(args: argparse.Namespace) -> dict:
     """Train and test every method with every seed; print and return the comparison."""
     start = time.perf_counter()
     out = run_comparison(
-        {m: (osp.join(CONFIG_DIR, METHODS[m]), []) for m in args.methods}, args.seeds,
-        args.work_dir, ROOT, baseline='VPT' if 'VPT' in args.methods else None,
+        methods_of(args.methods), args.seeds, args.work_dir, ROOT,
+        baseline='VPT' if 'VPT' in args.methods else None,
         jobs=1 if args.sequential else len(args.methods), iters=args.iters, amp=True,
         threads=None if args.sequential else 1, log=lambda line: print(line, flush=True))
     print(f'\nAnimal-MNIST segmentation, mIoU over seeds {args.seeds}, {args.iters} iterations '
           f'x 8 images (compare.json and compare.png in {args.work_dir})')
     print(out['table'])
     if 'VPT' in args.methods and 'DA-VPT' in args.methods:
-        for key in ('ss', 'tta'):
+        missing = [m for m in ('DA-VPT', 'VPT') if m not in out['summary']]
+        if missing:
+            print(f'No verdict on DA-VPT vs VPT: every run of {" and ".join(missing)} failed.')
+        for key in ('ss', 'tta') if not missing else ():
             if key in out['summary']['DA-VPT']:
                 print(verdict(out['summary'], 'DA-VPT', 'VPT', key=key,
                               what=f'mIoU {MODE_LABELS[key]}'))
     for failed in out['failed']:
         print(f'FAILED: {failed["method"]} seed {failed["seed"]}: {failed["error"]}')
     print(f'total wall time {(time.perf_counter() - start) / 60:.1f} min')
+    if out['failed']:
+        raise SystemExit(f'demo_seg: {len(out["failed"])} run(s) failed (listed above); the '
+                         'table and the verdict leave them out')
     return out
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
     os.chdir(ROOT)
+    try:  # e.g. --iters 10: the 20-iteration warm-up leaves the decay nothing; said before runs
+        check_comparison(methods_of(args.methods), args.seeds, iters=args.iters)
+    except ValueError as e:
+        raise SystemExit(f'demo_seg: {e}') from e
     prepare_assets()
     how = 'one after the other' if args.sequential else 'side by side, one thread each'
     print(f'[demo_seg] training {", ".join(args.methods)} for {args.iters} iterations, seeds '

@@ -23,8 +23,8 @@ from mmengine.config import Config, DictAction
 from mmengine.utils import mkdir_or_exist
 
 import mmdavpt  # noqa: F401  registers mmdavpt's modules and the torch.load allowlist
-from mmdavpt_lab.search import ALIASES, parse_space, run_search, write_best_config
 from mmdavpt.utils.cli import build_runner, merge_train_args
+from mmdavpt_lab.search import ALIASES, parse_space, run_search, write_best_config
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -65,7 +65,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--trial-options', nargs='+', action=DictAction,
                         help='config overrides for the trials only, e.g. a shorter schedule '
                         '(train_cfg.max_epochs=20); the best config does not get them')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.storage is not None and '://' not in args.storage:
+        parser.error(f'--storage {args.storage} is not a database URL: for a SQLite file write '
+                     f'--storage sqlite:///{args.storage}')
+    return args
 
 
 def main(argv: Optional[List[str]] = None) -> Optional[str]:

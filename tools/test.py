@@ -6,6 +6,9 @@ defaults, dataloader defaults).
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out PATH] [--out-item ITEM]
                          [--tta] [--show] [--show-dir DIR] [--wait-time S] [--interval N]
+                         [--allow-config-change]
+
+A checkpoint trained on other classes than the test data's is refused (``ConfigGuardHook``).
 """
 import argparse
 from typing import List, Optional
@@ -52,6 +55,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--interval', type=int,
         help='paint every N-th test image (default: mmpretrain 1; mmseg the config\'s '
         'visualization hook, 50 in MMSeg\'s runtime)')
+    parser.add_argument(
+        '--allow-config-change', action='store_true',
+        help="test even if the checkpoint's classes (meta dataset_meta) differ from the test "
+        "data's (ConfigGuardHook): the same classes under other names")
     add_common_args(parser, example='test_dataloader.batch_size=1')
     return parse_common_args(parser, argv)
 
@@ -61,7 +68,8 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     return merge_test_args(cfg, args.checkpoint, work_dir=args.work_dir,
                            cfg_options=args.cfg_options, launcher=args.launcher, tta=args.tta,
                            out=args.out, show=args.show, show_dir=args.show_dir,
-                           wait_time=args.wait_time, interval=args.interval)
+                           wait_time=args.wait_time, interval=args.interval,
+                           allow_config_change=args.allow_config_change)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -18,6 +18,7 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner, find_latest_checkpoint
 
 from mmdavpt.datasets.checks import check_datasets_not_empty
+from mmdavpt.engine.hooks.config_guard_hook import check_work_dir_settings
 from mmdavpt.utils.dependencies import require_mmseg
 from mmdavpt.utils.workdir import check_work_dir_owner, run_name
 
@@ -226,10 +227,13 @@ def run_train(cfg: Config, *, resume: Optional[str] = None,
     after its command line); returns the runner once its training ended.
 
     A work dir that holds another config's run is refused (its checkpoints would be
-    overwritten) unless a resume explicitly allows a config change.
+    overwritten) unless a resume explicitly allows a config change; so is, when not resuming, one
+    that holds a run of the same config with other settings (``check_work_dir_settings``).
     """
     if not (cfg.get('resume') and allow_config_change):
         check_work_dir_owner(cfg.work_dir, name=run_name(cfg))
+    if not cfg.get('resume'):
+        check_work_dir_settings(cfg.work_dir, cfg)
     runner = build_runner(cfg)
     check_datasets_not_empty(cfg, ('train_dataloader', 'val_dataloader')
                              if cfg.get('val_cfg') else ('train_dataloader', ))
@@ -295,7 +299,7 @@ def merge_test_args(cfg: Config, checkpoint: str, *, work_dir: Optional[str] = N
                     cfg_options: Optional[dict] = None, launcher: str = 'none',
                     tta: bool = False, out: Optional[str] = None, show: bool = False,
                     show_dir: Optional[str] = None, wait_time: float = 2.,
-                    interval: Optional[int] = None) -> Config:
+                    interval: Optional[int] = None, allow_config_change: bool = False) -> Config:
     """Apply the options of ``tools/test.py`` to a config (CLI > config > defaults).
 
     Args:
@@ -308,10 +312,15 @@ def merge_test_args(cfg: Config, checkpoint: str, *, work_dir: Optional[str] = N
         out: MMSeg: the directory of the predicted masks (offline evaluation).
         show, show_dir, wait_time, interval: draw the predictions
             (:func:`enable_visualization`).
+        allow_config_change: test a checkpoint trained on other classes than the test data's
+            (``ConfigGuardHook(allow_config_change=True)``: a warning instead of an error).
     """
     scope = apply_common_args(cfg, work_dir=work_dir, cfg_options=cfg_options, launcher=launcher)
     cfg.load_from = checkpoint
-    ensure_hooks(cfg, [dict(type=RUNTIME_HOOKS['config_guard'])])
+    guard = dict(type=RUNTIME_HOOKS['config_guard'])
+    if allow_config_change:
+        guard['allow_config_change'] = True
+    ensure_hooks(cfg, [guard])
     if show or show_dir is not None:
         enable_visualization(cfg, scope, show=show, show_dir=show_dir, wait_time=wait_time,
                              interval=interval)
@@ -342,8 +351,9 @@ def run_test(cfg: Config, *, out: Optional[str] = None,
     its command line); returns the test metrics (also in the run's log dir).
 
     Args:
-        out: MMPretrain: a pickle file for the predictions, or for the metrics with
-            ``out_item='metrics'`` (MMSeg: see :func:`merge_test_args`).
+        out: MMPretrain: a pickle file for the predictions (replaced if it exists, a warning
+            names it, as upstream's tool does), or for the metrics with ``out_item='metrics'``
+            (MMSeg: see :func:`merge_test_args`).
         out_item: MMPretrain: ``'pred'`` (the default) or ``'metrics'`` (:data:`OUT_ITEMS`).
 
     Raises:
@@ -359,6 +369,11 @@ def run_test(cfg: Config, *, out: Optional[str] = None,
             raise ValueError('--out-item is for MMPretrain configs; with an MMSeg config, --out '
                              'is the directory of the predicted masks')
     runner = build_runner(cfg)
+    if out is not None and (osp.isfile(out) or osp.isdir(out) and os.listdir(out)):
+        # upstream's tools/test.py replaces them too, without a word
+        what = 'it with its predictions' if osp.isfile(out) else \
+            'the files of the same names in it with its predicted masks'
+        runner.logger.warning(f'--out {out} exists: this test replaces {what}')
     check_datasets_not_empty(cfg, ('test_dataloader', ))
     mmpretrain_out = cfg.default_scope == 'mmpretrain' and out is not None
     if mmpretrain_out and out_item in (None, 'pred'):

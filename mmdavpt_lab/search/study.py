@@ -6,7 +6,8 @@ the validation metric over the run (what ``save_best`` selects); the test split 
 trial configs, so a search cannot select on it. Bad trials are stopped at a validation by the
 study's pruner (:class:`OptunaPruningHook`); a run that hits a non-finite loss counts as pruned.
 With a storage URL (``sqlite:///search.db``) the study outlives the process: running the same
-command again continues it until it has ``n_trials`` finished trials.
+command again continues it until it has ``n_trials`` finished trials; a study of another
+config, space, metric or direction is refused (:func:`check_study`).
 """
 import copy
 import logging
@@ -18,9 +19,11 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import optuna
 from mmengine.config import Config
-from mmengine.logging import MMLogger, print_log
+from mmengine.logging import MMLogger
 from mmengine.runner import Runner
 from optuna.trial import TrialState
+
+from mmdavpt_lab.compare import config_digest
 
 from .pruning_hook import OptunaPruningHook
 from .space import SearchParam, check_space
@@ -151,6 +154,45 @@ def check_val(cfg: Config) -> None:
                          f'{missing}')
 
 
+def study_identity(cfg: Config, params: Sequence[SearchParam], metric: str, direction: str,
+                   trial_options: Optional[dict] = None,
+                   prepare: Callable[[Config], Config] = lambda cfg: cfg) -> Dict[str, object]:
+    """What a study's trials are runs of, recorded in the study (``user_attrs``): the space
+    (names and config keys), the metric, the direction and ``config_digest``, the digest of a
+    trial's config before the sampled values are set (the config with ``--cfg-options``, the
+    ``trial_options`` and what ``prepare`` adds, e.g. ``--amp``)."""
+    trial_cfg = prepare(trial_config(cfg, {}, 'WORK_DIR', 'TRIAL', trial_options))
+    return dict(space=[f'{p.name}={p.key}' for p in params], metric=metric, direction=direction,
+                config_digest=config_digest(trial_cfg))
+
+
+def check_study(study: optuna.Study, identity: Dict[str, object],
+                storage: Optional[str]) -> None:
+    """Refuse to continue a study whose trials are runs of something else: another config (or
+    an edited one, or other ``--cfg-options`` / ``--trial-options``), another space, metric or
+    direction. Its trials would count towards ``n_trials`` and its best trial's values and score
+    would be written into the best config of this one.
+
+    Raises:
+        ValueError: naming what differs and the way out (another study name).
+    """
+    if not study.get_trials(deepcopy=False):
+        return
+    recorded = {k: study.user_attrs.get(k) for k in identity}
+    differ = [k for k in identity if recorded[k] != identity[k]]
+    if not differ:
+        return
+    shown = '; '.join(
+        f'{k}: {"another config" if k == "config_digest" else repr(recorded[k])} -> '
+        f'{"this config" if k == "config_digest" else repr(identity[k])}'
+        if recorded[k] is not None else f'{k}: not recorded (an older mmdavpt ran it)'
+        for k in differ)
+    raise ValueError(
+        f'the study {study.study_name!r} in {storage} holds {len(study.trials)} trial(s) of '
+        f'another search ({shown}): resuming it would count them and could name one of them the '
+        f'best of this search. Give this search another --study-name (or another --storage).')
+
+
 def run_search(cfg: Config,
                params: List[SearchParam],
                n_trials: int,
@@ -185,6 +227,10 @@ def run_search(cfg: Config,
         prepare: applied to each trial config before the runner is built (``tools/search.py``
             passes the config handling of ``tools/train.py``).
         build_runner: builds the runner of a trial.
+
+    Raises:
+        ValueError: the study in ``storage`` holds trials of another search (:func:`check_study`),
+            or a bad ``direction`` / config.
     """
     check_val(cfg)
     check_space(cfg, params)
@@ -196,14 +242,10 @@ def run_search(cfg: Config,
         storage=open_storage(storage, heartbeat), study_name=study_name, direction=direction,
         sampler=optuna.samplers.TPESampler(seed=seed), pruner=build_pruner(pruner),
         load_if_exists=True)
-    space = [f'{p.name}={p.key}' for p in params]
-    if study.user_attrs.get('space', space) != space or \
-            study.user_attrs.get('metric', metric) != metric:
-        print_log(f'study {study_name!r} was run with space {study.user_attrs["space"]} and '
-                  f'metric {study.user_attrs["metric"]!r}; now {space} and {metric!r}',
-                  logger='current', level=logging.WARNING)
-    study.set_user_attr('space', space)
-    study.set_user_attr('metric', metric)
+    identity = study_identity(cfg, params, metric, direction, trial_options, prepare)
+    check_study(study, identity, storage)
+    for key, value in identity.items():
+        study.set_user_attr(key, value)
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
     remaining = n_trials - done
     logger = MMLogger.get_current_instance()

@@ -27,10 +27,13 @@ All of a run happens in one process (``mmdavpt_lab.run``, its output in the run'
 side by side, each a process with ``--threads`` threads (default 1).
 At the end it prints per method the mean ± std over the seeds, the paired difference to
 ``--baseline`` with its 95 % t interval over the seeds both have, the tunable parameters and the
-training s/step, and writes ``{work_dir}/compare.json`` and ``{work_dir}/compare.png``.
+training s/step, and writes ``{work_dir}/compare.json`` and ``{work_dir}/compare.png``. A run
+that fails does not stop the others; the tool then lists the failures and exits with status 1.
 
 ``--pool A/compare.json B/compare.json --baseline NAME`` trains nothing: it pools finished
-comparisons (e.g. one per task) into one table whose pairs are the (comparison, seed) pairs.
+comparisons (e.g. one per task) into one table whose pairs are the (comparison, seed) pairs. A
+file given twice, a run held by two files (a copy) and options that would be ignored beside
+``--pool`` are refused.
 """
 import argparse
 import os.path as osp
@@ -50,24 +53,42 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         'overrides (repeatable)')
     parser.add_argument('--base', help='the config the variants modify, itself not a method '
                         '(default: the first config)')
-    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    parser.add_argument('--seeds', nargs='+', type=int, help='default: 0 1 2')
     parser.add_argument('--iters', type=int, help='training iterations (iteration-based loops)')
     parser.add_argument('--epochs', type=int, help='training epochs (epoch-based loops)')
     parser.add_argument('--baseline', help='method the others are paired with')
     parser.add_argument('--amp', action='store_true',
                         help='bfloat16 (CPU) / float16 (GPU) training and testing')
     parser.add_argument('--no-tta', action='store_true', help='MMSeg: skip the --tta test')
-    parser.add_argument('--jobs', type=int, default=1, help='runs side by side')
-    parser.add_argument('--threads', type=int, default=1, help='threads per run')
-    parser.add_argument('--work-dir', default=osp.join('work_dirs', 'compare'))
+    parser.add_argument('--jobs', type=int, help='runs side by side (default 1)')
+    parser.add_argument('--threads', type=int, help='threads per run (default 1)')
+    parser.add_argument('--work-dir', help='default: work_dirs/compare')
     parser.add_argument('--pool', nargs='+', metavar='COMPARE_JSON',
                         help='train nothing: pool the runs of these compare.json files (e.g. '
                         'one per task) and print one table, each (file, seed) a pair')
     args = parser.parse_args(argv)
+    if args.pool:
+        given = [f'--{k.replace("_", "-")}' for k in ('variant', 'base', 'seeds', 'iters',
+                                                       'epochs', 'amp', 'no_tta', 'jobs',
+                                                       'threads', 'work_dir')
+                 if getattr(args, k)] + (['CONFIG'] if args.configs else [])
+        if given:
+            parser.error(f'--pool trains nothing and reads everything from the compare.json '
+                         f'files: {", ".join(given)} would be ignored; drop them (--baseline is '
+                         'the one option --pool takes)')
+        return args
+    defaults = dict(seeds=[0, 1, 2], jobs=1, threads=1,
+                    work_dir=osp.join('work_dirs', 'compare'))
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     if args.jobs < 1 or args.threads < 1:
         parser.error('--jobs and --threads must be >= 1')
     if args.iters is not None and args.epochs is not None:
         parser.error('give --iters or --epochs, not both')
+    if len(set(args.seeds)) < len(args.seeds):
+        parser.error(f'--seeds {" ".join(map(str, args.seeds))} repeats a seed: each (method, '
+                     'seed) is one run directory')
     return args
 
 
@@ -112,17 +133,23 @@ def parse_methods(configs: Sequence[str], variants: Sequence[Sequence[str]],
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
     if args.pool:
-        out = pool_comparisons(args.pool, args.baseline)
+        try:
+            out = pool_comparisons(args.pool, args.baseline)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f'--pool: {e}') from e
         print(f'{out["metric"]}, pooled over {len(args.pool)} comparisons x their seeds')
         print(out['table'])
         return out
     methods = parse_methods(args.configs, args.variant, args.base)
     if args.baseline is not None and args.baseline not in methods:
         raise SystemExit(f'--baseline {args.baseline!r} is not a method: {list(methods)}')
-    out = run_comparison(methods, args.seeds, osp.abspath(args.work_dir), ROOT,
-                         baseline=args.baseline, jobs=args.jobs, iters=args.iters,
-                         epochs=args.epochs, amp=args.amp, tta=not args.no_tta,
-                         threads=args.threads, log=lambda line: print(line, flush=True))
+    try:
+        out = run_comparison(methods, args.seeds, osp.abspath(args.work_dir), ROOT,
+                             baseline=args.baseline, jobs=args.jobs, iters=args.iters,
+                             epochs=args.epochs, amp=args.amp, tta=not args.no_tta,
+                             threads=args.threads, log=lambda line: print(line, flush=True))
+    except ValueError as e:  # refused before any run (check_comparison)
+        raise SystemExit(f'compare_methods: {e}') from e
     print(f'\n{out["metric"]}, seeds {args.seeds}' +
           (f', {args.iters} iterations' if args.iters else '') +
           (f', {args.epochs} epochs' if args.epochs else ''))
@@ -130,6 +157,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
     print(f'plot: {out["plot"]}' if out['plot'].endswith('.png') else out['plot'])
     for failed in out['failed']:
         print(f'FAILED: {failed["method"]} seed {failed["seed"]}: {failed["error"]}')
+    if out['failed']:
+        raise SystemExit(f'compare_methods: {len(out["failed"])} of '
+                         f'{len(out["failed"]) + len(out["runs"])} runs failed (listed above); '
+                         'the table leaves them out')
     return out
 
 

@@ -1,5 +1,9 @@
-"""Refuse a checkpoint that does not belong to the run: another config on resume, another model."""
+"""Refuse a checkpoint that does not belong to the run: another config on resume, another model,
+another task's classes; and a training that would overwrite the checkpoints of a run of other
+settings (:func:`check_work_dir_settings`)."""
 import ast
+import glob
+import os.path as osp
 from fnmatch import fnmatchcase
 from typing import Dict, List, Sequence, Tuple
 
@@ -15,6 +19,7 @@ from mmdavpt.engine.hooks.tuned_only_checkpoint_hook import (
 )
 from mmdavpt.registry import register_hook
 from mmdavpt.utils.ckpt_convert import compare_state_dicts
+from mmdavpt.utils.workdir import WorkDirConflict
 
 #: Config sections that must be the same when a run is resumed: what is trained, on what data.
 DEFAULT_KEYS = ('model', 'train_dataloader.dataset', 'train_dataloader.batch_size')
@@ -22,6 +27,9 @@ DEFAULT_KEYS = ('model', 'train_dataloader.dataset', 'train_dataloader.batch_siz
 #: MMEngine restores the optimizer's parameter groups (lr, momentum, weight decay, ... as set by
 #: ``optimizer`` and ``paramwise_cfg``) and every parameter scheduler's state.
 RESTORED_KEYS = ('optim_wrapper.optimizer', 'optim_wrapper.paramwise_cfg', 'param_scheduler')
+#: Config keys that say where and how a run is started, not what it trains: a training from
+#: scratch into a work dir may differ from the run whose checkpoints are there only in these.
+LOCATION_KEYS = ('work_dir', 'resume', 'load_from', 'launcher')
 #: Shown in the messages: how to override from the command line.
 OVERRIDE = '--allow-config-change (ConfigGuardHook(allow_config_change=True))'
 
@@ -110,6 +118,41 @@ def config_differences(saved: Dict[str, object], current: Dict[str, object],
     return diffs
 
 
+def check_work_dir_settings(work_dir: str, cfg) -> None:
+    """Refuse to train ``cfg`` from scratch into a work dir whose checkpoints were saved by a run
+    of other settings (the same config file with other ``--cfg-options``, say): MMEngine keeps one
+    set of checkpoint names per work dir, so the new run would overwrite them (its best
+    checkpoint, its dumped config) without a word.
+
+    Compares the config each checkpoint saved (``meta['cfg']``, MMEngine's ``pretty_text``) with
+    ``cfg`` on every key but :data:`LOCATION_KEYS`. Files without a saved config (converted
+    weights) are not a run's and are ignored.
+
+    Raises:
+        WorkDirConflict: naming the checkpoint, the differing keys and the way out.
+    """
+    import torch
+
+    import mmdavpt  # noqa: F401  lets torch.load (weights_only) read mmengine checkpoints
+    current = parse_pretty_text(cfg.pretty_text)
+    for path in sorted(glob.glob(osp.join(work_dir, '*.pth'))):
+        text = (torch.load(path, map_location='cpu', mmap=True).get('meta') or {}).get('cfg')
+        if not text:
+            continue
+        saved = parse_pretty_text(text)
+        keys = sorted((set(saved) | set(current)) - set(LOCATION_KEYS))
+        diffs = config_differences(saved, current, keys)
+        if not diffs:
+            continue
+        shown = '; '.join(f'{k}: {_short(a)} -> {_short(b)}' for k, a, b in diffs[:6])
+        more = f' (and {len(diffs) - 6} more)' if len(diffs) > 6 else ''
+        raise WorkDirConflict(
+            f'{work_dir} holds checkpoints of a run with other settings (e.g. '
+            f'{osp.basename(path)}; {len(diffs)} config key(s) differ, checkpoint -> now: '
+            f'{shown}{more}); training there from scratch would overwrite them. Pass another '
+            f'--work-dir, or --resume to continue that run.')
+
+
 def _param_group_values(state: object, name: str) -> List[object]:
     """``name`` of every parameter group in an optimizer (wrapper) state dict, also nested
     (``OptimWrapperDict``: one state per optimizer)."""
@@ -144,6 +187,11 @@ class ConfigGuardHook(Hook):
       from the backbone's ``init_cfg``. MMEngine itself only warns, and tests a half-loaded model.
       A warm start (``load_from`` without ``resume``, in training) is not checked: loading part of
       a checkpoint (another head, say) is what it is for.
+    - When a checkpoint is loaded for testing or validation, the classes it was trained on
+      (MMEngine saves the training dataset's ``metainfo`` as ``meta['dataset_meta']``) must be
+      the classes of the evaluated dataset, in the same order: a checkpoint of another task
+      scores its predictions against other labels. Not checked when either side names no
+      classes.
     - Before training, the heads' numbers of classes must match the training data's
       (:func:`~mmdavpt.engine.head_classes.check_head_classes`): fewer is an error, more a
       warning.
@@ -152,7 +200,8 @@ class ConfigGuardHook(Hook):
         keys: dotted config keys compared on resume.
         ignore_keys: ``fnmatch`` patterns of dotted leaf keys not compared, e.g.
             ``('*.data_root', 'model.backbone.init_cfg.checkpoint')`` when a run moves machines.
-        allow_config_change: warn instead of raising on config differences.
+        allow_config_change: warn instead of raising on config differences (on resume) and on
+            other classes (when testing).
     """
 
     priority = 'VERY_HIGH'  # before anything else reads the checkpoint
@@ -174,6 +223,8 @@ class ConfigGuardHook(Hook):
             self._check_config(runner, checkpoint)
         if resuming or not isinstance(runner._train_loop, BaseLoop):
             self._check_state_dict(runner, checkpoint)
+        if not isinstance(runner._train_loop, BaseLoop):
+            self._check_classes(runner, checkpoint)
 
     @staticmethod
     def _source(runner) -> str:
@@ -224,6 +275,31 @@ class ConfigGuardHook(Hook):
             f"checkpoint's values stay in effect, not the new ones: learning rate(s) of the "
             f"checkpoint's parameter groups {lrs}. To train with the new settings, start a new "
             f'work_dir with load_from=CHECKPOINT (weights only) instead of --resume.')
+
+    def _check_classes(self, runner, checkpoint: dict) -> None:
+        """The checkpoint's training classes must be those of the dataset it is evaluated on."""
+        saved = (checkpoint.get('meta', {}).get('dataset_meta') or {}).get('classes')
+        loops = [loop for loop in (runner._test_loop, runner._val_loop)
+                 if isinstance(loop, BaseLoop)]
+        if saved is None or not loops:
+            return
+        dataset = loops[0].dataloader.dataset
+        current = (getattr(dataset, 'metainfo', None) or {}).get('classes')
+        if current is None:
+            return
+        saved, current = tuple(str(c) for c in saved), tuple(str(c) for c in current)
+        if saved == current:
+            return
+        split = 'test' if loops[0] is runner._test_loop else 'val'
+        msg = (f'{self._source(runner)} was trained on {len(saved)} classes {_short(saved)} '
+               f"(its meta['dataset_meta']), but the {split} data of this config has "
+               f'{len(current)} classes {_short(current)}: its predictions would be scored '
+               f'against the labels of another task.')
+        if self.allow_config_change:
+            runner.logger.warning(msg + ' Evaluating anyway (allow_config_change=True).')
+            return
+        raise ValueError(msg + ' Evaluate it with the config of the data it was trained on, or '
+                         f'pass {OVERRIDE} if these are the same classes under other names.')
 
     def _check_state_dict(self, runner, checkpoint: dict) -> None:
         model = runner.model
