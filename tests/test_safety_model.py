@@ -15,7 +15,8 @@ from mmpretrain.models import VisionTransformer
 from mmpretrain.structures import DataSample
 
 from mmdavpt.engine.head_classes import check_head_classes
-from mmdavpt.engine.hooks.tuned_only_checkpoint_hook import (
+from mmdavpt.models.backbones import davpt_backbones
+from mmdavpt.models.backbones.tuned_only import (
     FINGERPRINT_KEY,
     META_BACKBONES,
     fingerprint_digest,
@@ -137,7 +138,7 @@ def _tuned_only_file(tmp_path, pretrained):
     with torch.no_grad():
         model.backbone.prompts[0].add_(1.)
     checkpoint = dict(state_dict=model.state_dict(), meta={})
-    strip_to_tuned_only(checkpoint, model)
+    strip_to_tuned_only(checkpoint, davpt_backbones(model))
     path = str(tmp_path / 'tuned.pth')
     torch.save(checkpoint, path)
     return path, model, checkpoint
