@@ -18,11 +18,9 @@ The functions take the backbones they work on (``{module name: backbone}``, e.g.
 ``pretrained_loaded``, as :class:`DAVPTViT` has.
 """
 import hashlib
-import logging
 from typing import Mapping, Optional, Set
 
 import torch
-from mmengine.logging import print_log
 from torch import Tensor, nn
 
 #: ``checkpoint['meta']`` key: ``True`` in a tuned-only checkpoint.
@@ -140,7 +138,8 @@ def load_tuned_only(backbone: nn.Module, state_dict: dict, prefix: str) -> None:
 
     Raises:
         KeyError: the backbone has no ``init_cfg=dict(type='Pretrained', ...)`` to take the
-            frozen weights from.
+            frozen weights from, or the state dict has no fingerprint of the frozen backbone it
+            was trained on (it was not saved by :func:`strip_to_tuned_only`).
         ValueError: the checkpoint was trained on another frozen backbone (naming the
             pre-trained file of ``init_cfg`` and both fingerprints).
     """
@@ -157,20 +156,21 @@ def load_tuned_only(backbone: nn.Module, state_dict: dict, prefix: str) -> None:
                            'checkpoint=...), which this model does not have')
         backbone.load_pretrained(backbone.init_cfg['checkpoint'])
     if recorded is None:
-        print_log('DAVPTViT: this tuned-only checkpoint has no fingerprint of the backbone it '
-                  'was trained on (saved by an older mmdavpt): not checked that it was trained '
-                  f'on {pretrained}', logger='current', level=logging.WARNING)
-    else:
-        current = frozen_fingerprint(backbone)
-        if recorded.shape != current.shape or not torch.allclose(
-                recorded.double(), current, rtol=FINGERPRINT_RTOL,
-                atol=FINGERPRINT_ATOL):
-            raise ValueError(
-                f'this tuned-only checkpoint was trained on a frozen backbone with fingerprint '
-                f'{fingerprint_digest(recorded)}, but the backbone loaded from {pretrained} '
-                f'(model.backbone.init_cfg.checkpoint) has fingerprint '
-                f'{fingerprint_digest(current)}: its prompts and head would run on other '
-                'weights. Set init_cfg.checkpoint to the pre-trained file it was trained with '
-                f"(the checkpoint's meta['{META_BACKBONES}'] names it)")
+        raise KeyError(
+            f'this checkpoint holds only the tuned tensors of a DAVPTViT but not '
+            f'{prefix}{FINGERPRINT_KEY}, the fingerprint of the frozen backbone it was trained '
+            f'on, so nothing shows that {pretrained} is that backbone. Save tuned-only '
+            'checkpoints with TunedOnlyCheckpointHook (or strip_to_tuned_only), or save the full '
+            'state dict')
+    current = frozen_fingerprint(backbone)
+    if recorded.shape != current.shape or not torch.allclose(
+            recorded.double(), current, rtol=FINGERPRINT_RTOL, atol=FINGERPRINT_ATOL):
+        raise ValueError(
+            f'this tuned-only checkpoint was trained on a frozen backbone with fingerprint '
+            f'{fingerprint_digest(recorded)}, but the backbone loaded from {pretrained} '
+            f'(model.backbone.init_cfg.checkpoint) has fingerprint '
+            f'{fingerprint_digest(current)}: its prompts and head would run on other weights. '
+            'Set init_cfg.checkpoint to the pre-trained file it was trained with (the '
+            f"checkpoint's meta['{META_BACKBONES}'] names it)")
     for key, value in backbone.state_dict().items():  # no "missing keys" for the frozen part
         state_dict.setdefault(prefix + key, value)
