@@ -1,4 +1,4 @@
-"""Nothing trains silently wrong on the model side (issue 13): a random frozen backbone, a missing
+"""Nothing trains silently wrong on the model side: a random frozen backbone, a missing
 mapping hook, a tuned-only checkpoint on another backbone, a head/data class-count mismatch,
 Mixup/CutMix labels, and single values where a sequence is expected."""
 import logging

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The classification evidence of docs/evidence.md (issue 16), end to end; each step resumes.
+# The classification evidence of docs/evidence.md, end to end; each step resumes.
 #
 #   bash tools/analysis/evidence_cls.sh [search|compare|all]    (default: all)
 #   TASKS="digits" SEEDS="0 1" JOBS=1 bash tools/analysis/evidence_cls.sh compare  # a part of it

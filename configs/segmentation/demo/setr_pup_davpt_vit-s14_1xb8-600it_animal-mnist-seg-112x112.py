@@ -120,7 +120,7 @@ model = dict(
     ],
     # beta = 0.01 and no lambda * L_ML(p, x_cls) (the heads never read the CLS token): the
     # setting that matched VPT over 3 seeds here; beta = 0.1 and lambda = 0.1 trailed it
-    # (docs/segmentation.md, issue 12).
+    # (docs/segmentation.md).
     guidance=dict(
         # the post-W_O MHSA output, the samples the setting was measured with (docs/segmentation.md)
         loss_xp=dict(type='PatchPromptLoss', loss_weight=0.01, sample_side='mhsa_proj'),

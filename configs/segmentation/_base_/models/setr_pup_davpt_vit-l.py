@@ -45,7 +45,7 @@ model = dict(
         init_cfg=dict(type='Pretrained', checkpoint=vit_checkpoint)),
     # beta * L_ML(x, p) on the patch tokens (patch label = majority ground-truth label), beta =
     # 0.01, and no lambda * L_ML(p, x_cls) (the SETR heads never read the CLS token): what won
-    # on the offline demo over 3 seeds (docs/segmentation.md, issue 12; not measured on ADE20K).
+    # on the offline demo over 3 seeds (docs/segmentation.md; not measured on ADE20K).
     # The samples are the post-W_O MHSA output ('mhsa_proj'), what the demo measured; the paper's
     # pre-W_O reading is sample_side='mhsa'. The paper's setting: loss_weight=0.1 and
     # loss_pcls=dict(type='ClsPromptLoss', loss_weight=0.1).
