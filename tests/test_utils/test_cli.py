@@ -1,6 +1,9 @@
-"""``mmdavpt.utils.cli``: the process-wide settings the tools ask for."""
+"""``mmdavpt.utils.cli``: the process-wide settings the tools ask for, and ``--amp`` on either
+device."""
 import argparse
 import warnings
+
+import torch
 
 from mmdavpt.utils.cli import (
     PKG_RESOURCES_WARNING,
@@ -38,3 +41,15 @@ def test_parse_common_args_ignores_it():
         warnings.simplefilter('always')
         parse_common_args(parser, ['--cfg-options', 'a=1'])
         assert _shown(deprecated, (UserWarning, 'other')) == [(UserWarning, 'other')]
+
+
+def test_amp_is_float16_with_loss_scaling_on_cuda_and_bfloat16_on_cpu(monkeypatch):
+    from mmengine.config import Config
+
+    from mmdavpt.utils.cli import enable_amp
+    for cuda, wrapper in ((True, 'AmpOptimWrapper'), (False, 'CPUAmpOptimWrapper')):
+        monkeypatch.setattr(torch.cuda, 'is_available', lambda cuda=cuda: cuda)
+        cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper', optimizer=dict(type='SGD'))))
+        enable_amp(cfg)
+        assert cfg.optim_wrapper.type == wrapper
+        assert cfg.optim_wrapper.get('loss_scale') == ('dynamic' if cuda else None)

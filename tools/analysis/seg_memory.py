@@ -161,7 +161,8 @@ def _build(config: str, size: int, with_cp: Optional[bool], meta: bool):
     from mmseg.registry import MODELS
 
     import mmdavpt  # noqa: F401
-    MMLogger.get_instance('seg_memory', log_level='WARNING')  # no per-parameter optimizer logs
+    if not MMLogger.check_instance_created('seg_memory'):  # no per-parameter optimizer logs
+        MMLogger.get_instance('seg_memory', log_level='WARNING')
     init_default_scope('mmseg')
     cfg = Config.fromfile(config)
     backbone = cfg.model.backbone
