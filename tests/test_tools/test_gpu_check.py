@@ -1,7 +1,9 @@
 """``tools/analysis/gpu_check.py`` on the CPU: the driver (timeouts, skipping, one JSON), the
 command of every check as it runs on a GPU, and the readers of what the checks write."""
 import json
+import subprocess
 import sys
+from importlib import metadata
 
 import pytest
 import torch
@@ -53,6 +55,20 @@ def test_gpu_check_runs_each_check_on_its_own(gpu_check, tmp_path):
     assert saved['checks']['needs_input']['reason'] == 'no ckpt'
     log = (tmp_path / 'out' / 'gpu_check.log').read_text()
     assert 'bad' in log and 'sleeping' in log and '===== ok: ok' in log
+
+
+def test_a_check_that_ignores_sigterm_is_killed(gpu_check, tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu_check, 'KILL_GRACE_S', 0.5)
+    stubborn = fake_check(gpu_check, 'stubborn', 'import signal, time; '
+                          'signal.signal(signal.SIGTERM, signal.SIG_IGN); '
+                          'print("ready", flush=True); time.sleep(60)')
+    out = tmp_path / 'gpu_check.json'
+    report = gpu_check.run_checks(context(gpu_check, tmp_path), [stubborn], str(out), timeout_s=2)
+    assert report['checks']['stubborn']['status'] == 'timeout'
+    assert report['checks']['stubborn']['returncode'] == -9  # SIGKILL after SIGTERM's grace
+    done = subprocess.Popen([sys.executable, '-c', 'pass'], start_new_session=True)
+    done.wait()
+    gpu_check._kill_group(done)  # its group is gone: nothing to do
 
 
 def test_gpu_check_selects_checks_by_name(gpu_check):
@@ -176,6 +192,19 @@ def test_environment_record_with_and_without_cuda(gpu_check, tmp_path, monkeypat
     assert info['nccl'] == [2, 27, 3] and info['cudnn'] == 91000
     assert info['gpus'] == [dict(name='Fake GPU', memory_gib=80.0, capability='9.0',
                                  multiprocessors=132)] * 2
+    # a missing package and an mmcv without its compiled ops are reported, not raised
+    version = metadata.version
+
+    def without_mmseg(dist):
+        if dist == 'mmsegmentation':
+            raise metadata.PackageNotFoundError(dist)
+        return version(dist)
+
+    monkeypatch.setattr(metadata, 'version', without_mmseg)
+    monkeypatch.setitem(sys.modules, 'mmcv.ops', None)
+    assert gpu_check.main(['--env', str(out)]) == 1
+    info = json.loads(out.read_text())
+    assert info['mmsegmentation'] is None and info['mmcv_ops'].startswith('ModuleNotFoundError')
 
 
 def test_main_runs_the_selected_checks_into_one_report(gpu_check, tmp_path, monkeypatch):

@@ -100,5 +100,11 @@ def test_seg_memory_cuda_report(seg_memory, tmp_path, monkeypatch, capsys):
     assert cmp[True]['guidance_bytes'] == 2**22
     printed = capsys.readouterr().out
     assert 'Measured on CUDA: 2 x 512x512' in printed and '| 1.000 | 4.0 |' in printed
+    children.clear()
+    report = seg_memory.main(['cfg.py', '--device', 'cuda', '--full-config', 'full.py'])
+    assert [(k, kw['config'], kw['with_cp']) for k, kw in children] == [
+        (kind, config, with_cp) for kind in ('measure_cuda_memory', 'count_training_memory')
+        for config, with_cp in (('cfg.py', False), ('cfg.py', True), ('full.py', None))]
+    assert [c['with_cp'] for c in report['measured_vs_counted']] == [False, True, None]
     with pytest.raises(SystemExit):
         seg_memory.parse_args(['cfg.py', '--device', 'cuda', '--full-size', '0'])
