@@ -1,4 +1,4 @@
-"""Bad input stops with a message that names what is wrong (one test per case of issue 8).
+"""Bad input stops with a message that names what is wrong (one test per case).
 
 Where the check has unit tests next to it (tests/test_backbone*.py, test_datasets.py,
 test_mapping.py, ...), the case is exercised here the way a user meets it: through a config,

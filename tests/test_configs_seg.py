@@ -154,6 +154,43 @@ def test_setr_heads_and_schedule_are_upstreams():
         assert [h.num_convs for h in pc.model.auxiliary_head] == [2, 2, 2]
 
 
+# What each DA-VPT dataset config sets on the shared base (_base_/setr_pup_davpt_vit-l_8xb2.py):
+# (classes, crop, slide stride, remap interval, iterations).
+DATASET_SETTINGS = {
+    DATASET_SUFFIXES[0]: (150, (512, 512), (341, 341), 1250, 160000),
+    DATASET_SUFFIXES[1]: (59, (480, 480), (320, 320), 310, 80000),
+    DATASET_SUFFIXES[2]: (60, (480, 480), (320, 320), 310, 80000),
+}
+
+
+@pytest.mark.parametrize('suffix', DATASET_SUFFIXES)
+def test_dataset_configs_are_the_shared_recipe_on_their_dataset(suffix):
+    num_classes, crop, stride, interval, iters = DATASET_SETTINGS[suffix]
+    cfg = load(setr('davpt', suffix))
+    model = cfg.model
+    assert cfg.crop_size == crop and cfg.num_classes == num_classes
+    assert model.data_preprocessor.size == model.backbone.img_size == crop
+    assert cfg.data_preprocessor.size == crop
+    assert model.test_cfg == dict(mode='slide', crop_size=crop, stride=stride)
+    assert [h.num_classes for h in [model.decode_head, *model.auxiliary_head]] == \
+        [num_classes] * 4
+    assert [h.in_index for h in model.auxiliary_head] == [0, 1, 2]
+    assert cfg.custom_hooks == [dict(type='SemanticMappingHook', interval=interval)]
+    assert cfg.train_cfg.max_iters == iters
+    # upstream's SETR SGD, the tuned backbone tensors at the heads' rate
+    sgd = dict(type='SGD', lr=0.001, momentum=0.9, weight_decay=0.0)
+    assert unscoped(cfg.optim_wrapper.optimizer) == unscoped(cfg.optimizer) == sgd
+    assert cfg.optim_wrapper.type == 'OptimWrapper'
+    assert cfg.optim_wrapper.paramwise_cfg == dict(
+        custom_keys=dict(head=dict(lr_mult=10.), backbone=dict(lr_mult=10.)))
+    assert cfg.train_dataloader.batch_size == 2 and cfg.val_dataloader.batch_size == 1
+    assert cfg.test_dataloader == cfg.val_dataloader
+    checks = [t for t in cfg.train_dataloader.dataset.pipeline if t.type == 'CheckSegMask']
+    checks += [t for t in cfg.val_dataloader.dataset.pipeline if t.type == 'CheckSegMask']
+    checks += [t[0] for t in cfg.tta_pipeline[-1].transforms if t[0].type == 'CheckSegMask']
+    assert [t.num_classes for t in checks] == [num_classes] * 3
+
+
 @pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
 def test_single_and_multi_scale_testing(path):
     test_tool = load_tool(osp.join('tools', 'test.py'))

@@ -1,4 +1,4 @@
-"""Nothing trains silently wrong on the model side (issue 13): a random frozen backbone, a missing
+"""Nothing trains silently wrong on the model side: a random frozen backbone, a missing
 mapping hook, a tuned-only checkpoint on another backbone, a head/data class-count mismatch,
 Mixup/CutMix labels, and single values where a sequence is expected."""
 import logging
@@ -15,7 +15,8 @@ from mmpretrain.models import VisionTransformer
 from mmpretrain.structures import DataSample
 
 from mmdavpt.engine.head_classes import check_head_classes
-from mmdavpt.engine.hooks.tuned_only_checkpoint_hook import (
+from mmdavpt.models.backbones import davpt_backbones
+from mmdavpt.models.backbones.tuned_only import (
     FINGERPRINT_KEY,
     META_BACKBONES,
     fingerprint_digest,
@@ -137,7 +138,7 @@ def _tuned_only_file(tmp_path, pretrained):
     with torch.no_grad():
         model.backbone.prompts[0].add_(1.)
     checkpoint = dict(state_dict=model.state_dict(), meta={})
-    strip_to_tuned_only(checkpoint, model)
+    strip_to_tuned_only(checkpoint, davpt_backbones(model))
     path = str(tmp_path / 'tuned.pth')
     torch.save(checkpoint, path)
     return path, model, checkpoint
@@ -175,17 +176,14 @@ def test_load_from_or_resume_onto_another_backbone_is_refused(tmp_path, resume):
         runner.train()
 
 
-def test_tuned_only_checkpoint_without_a_fingerprint_loads_with_a_warning(tmp_path):
+def test_tuned_only_checkpoint_without_a_fingerprint_is_refused(tmp_path):
     pretrained = _vit_file(tmp_path / 'a.pth', seed=1)
-    path, trained, checkpoint = _tuned_only_file(tmp_path, pretrained)
-    del checkpoint['state_dict'][f'backbone.{FINGERPRINT_KEY}']  # as saved by an older mmdavpt
+    path, _, checkpoint = _tuned_only_file(tmp_path, pretrained)
+    del checkpoint['state_dict'][f'backbone.{FINGERPRINT_KEY}']
     torch.save(checkpoint, path)
-    fresh = build_model(_pretrained_cfg(pretrained))
-    with _Records() as records:
-        load_checkpoint(fresh, path, map_location='cpu', strict=True)
-    assert any('has no fingerprint of the backbone it was trained on' in m and pretrained in m
-               for m in records.messages)
-    torch.testing.assert_close(fresh.backbone.prompts[0], trained.backbone.prompts[0])
+    with pytest.raises(KeyError, match=rf'not backbone\.{FINGERPRINT_KEY}, the fingerprint of the '
+                       rf'frozen backbone .* that {pretrained} is that backbone'):
+        load_checkpoint(build_model(_pretrained_cfg(pretrained)), path, map_location='cpu')
 
 
 def test_fingerprint_sees_one_changed_weight_and_not_the_tuned_tensors(tmp_path):

@@ -6,12 +6,12 @@
 # setr_pup_{linear,bias,vpt,davpt-plus,full}_vit-l_8xb2-80k_pascal-context-59-480x480.py.
 # Single scale: tools/test.py CONFIG CKPT; multi-scale (0.5-1.75) + flip: add --tta.
 _base_ = [
-    './_base_/models/setr_pup_davpt_vit-l.py', 'mmseg::_base_/datasets/pascal_context_59.py',
-    'mmseg::_base_/default_runtime.py', './_base_/schedules/schedule_80k.py'
+    './_base_/setr_pup_davpt_vit-l_8xb2.py', 'mmseg::_base_/datasets/pascal_context_59.py',
+    './_base_/schedules/schedule_80k.py'
 ]
 from mmdavpt.utils.compose import strict_pipeline  # noqa: E402  (after _base_)
 
-crop_size = (480, 480)
+crop_size = _base_.crop_size  # the dataset's
 num_classes = 59
 data_preprocessor = dict(size=crop_size)
 model = dict(
@@ -23,17 +23,8 @@ model = dict(
         dict(_base_.setr_aux_head, in_index=i, num_classes=num_classes) for i in range(3)
     ],
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(320, 320)))
-
-# SGD (lr 1e-3, no weight decay, heads x10). The few tuned backbone tensors (prompts, tuned
-# biases, CLS token) take the heads' rate; the full fine-tuning config keeps x1 for the ViT.
-optimizer = dict(lr=0.001, weight_decay=0.0)
-optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=optimizer,
-    paramwise_cfg=dict(custom_keys={
-        'head': dict(lr_mult=10.),
-        'backbone': dict(lr_mult=10.)
-    }))
+optim_wrapper = _base_.setr_davpt_optim_wrapper
+optimizer = optim_wrapper.optimizer
 
 # 4,996 training images / 16 per iteration: one epoch is about 310 iterations.
 custom_hooks = [dict(type='SemanticMappingHook', interval=310)]

@@ -366,9 +366,10 @@ def read_checkpoint(path: str | os.PathLike, map_location: str = 'cpu') -> Mappi
     """Read a checkpoint file without converting it.
 
     ``.npz`` (jax) through NumPy (no pickle), ``.safetensors`` through safetensors, ``.onnx``
-    through ``read_onnx_vit``, anything else (``.pth``, ``.pth.tar``, ``.bin``) through MMEngine's
-    ``CheckpointLoader`` (``torch.load`` with PyTorch's default ``weights_only=True``; a file
-    that is not a PyTorch checkpoint raises ``mmdavpt.utils.NotACheckpointError``).
+    through ``read_onnx_vit``, anything else (``.pth``, ``.pth.tar``, ``.bin``) with ``torch.load``
+    (PyTorch's default ``weights_only=True``): a local file through
+    :func:`mmdavpt.utils.compat.load_from_local_checked` (a file that is not a PyTorch checkpoint
+    raises ``mmdavpt.utils.NotACheckpointError``), a URL through MMEngine's ``CheckpointLoader``.
     ``map_location`` applies to the torch and safetensors files.
     """
     path = os.fspath(path)
@@ -383,6 +384,9 @@ def read_checkpoint(path: str | os.PathLike, map_location: str = 'cpu') -> Mappi
         except ImportError as err:
             raise ImportError(f'reading {path} needs `pip install safetensors`') from err
         return load_file(path, device=str(map_location))
+    if osp.isfile(osp.expanduser(path)):
+        from mmdavpt.utils.compat import load_from_local_checked
+        return load_from_local_checked(path, map_location=map_location)
     from mmengine.runner import CheckpointLoader
     return CheckpointLoader.load_checkpoint(path, map_location=map_location)
 

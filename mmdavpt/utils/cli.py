@@ -1,12 +1,19 @@
 """What ``tools/train.py``, ``tools/test.py`` and ``tools/search.py`` share when they turn a
 command line into a config and a runner, and then train or test (MMPretrain's and MMSeg's tools,
 merged). :func:`run_train` and :func:`run_test` are the two tools after their command line:
-:mod:`mmdavpt_lab.run` does exactly what they do, in one process."""
+:mod:`mmdavpt_lab.run` does exactly what they do, in one process.
+
+Two process-wide settings are asked for here, not made by importing the package
+(docs/architecture.md, "Import-time changes"): :func:`build_runner` makes MMEngine's loader of
+local checkpoints say when a file is not a checkpoint, and :func:`parse_common_args` silences
+setuptools' ``pkg_resources`` deprecation warning, which mmengine triggers on every config read.
+"""
 import argparse
 import importlib
 import logging
 import os
 import os.path as osp
+import warnings
 from copy import deepcopy
 from typing import Dict, Optional, Sequence
 
@@ -19,6 +26,7 @@ from mmengine.runner import Runner, find_latest_checkpoint
 
 from mmdavpt.datasets.checks import check_datasets_not_empty
 from mmdavpt.engine.hooks.config_guard_hook import check_work_dir_settings
+from mmdavpt.utils.compat import register_checkpoint_loader
 from mmdavpt.utils.dependencies import require_mmseg
 from mmdavpt.utils.workdir import check_work_dir_owner, run_name
 
@@ -43,11 +51,25 @@ def add_common_args(parser: argparse.ArgumentParser, *, example: str) -> None:
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
 
+#: The start of setuptools' warning (setuptools < 81, pinned for mmengine 0.10.7) that
+#: ``pkg_resources`` is deprecated. mmengine re-imports ``pkg_resources`` whenever a config names
+#: an ``mmpretrain::`` or ``mmseg::`` base, so a tool would print it at every config read, and
+#: nothing a user does can act on it.
+PKG_RESOURCES_WARNING = 'pkg_resources is deprecated as an API'
+
+
+def ignore_pkg_resources_warning() -> None:
+    """Ignore :data:`PKG_RESOURCES_WARNING` (only that warning) in this process."""
+    warnings.filterwarnings('ignore', message=PKG_RESOURCES_WARNING, category=UserWarning)
+
+
 def parse_common_args(parser: argparse.ArgumentParser,
                       argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    """Parse the command line; ``LOCAL_RANK`` defaults to ``--local-rank``."""
+    """Parse the command line; ``LOCAL_RANK`` defaults to ``--local-rank``. Called by a tool
+    before it reads its config: :func:`ignore_pkg_resources_warning`."""
     args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    ignore_pkg_resources_warning()
     return args
 
 
@@ -215,7 +237,15 @@ def merge_train_args(cfg: Config, *, work_dir: Optional[str] = None,
 
 
 def build_runner(cfg: Config) -> Runner:
-    """MMEngine's ``Runner``, or the scope's registered ``runner_type``."""
+    """MMEngine's ``Runner``, or the scope's registered ``runner_type``.
+
+    The runner loads ``load_from``, ``resume`` and ``init_cfg=dict(type='Pretrained')`` through
+    MMEngine's ``CheckpointLoader``; its loader of local files is made
+    :func:`~mmdavpt.utils.compat.load_from_local_checked` first
+    (:func:`~mmdavpt.utils.compat.register_checkpoint_loader`), so that a file that is not a
+    checkpoint is named as such.
+    """
+    register_checkpoint_loader()
     if 'runner_type' not in cfg:
         return Runner.from_cfg(cfg)
     return importlib.import_module(f'{cfg.default_scope}.registry').RUNNERS.build(cfg)

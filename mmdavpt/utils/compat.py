@@ -1,6 +1,6 @@
 """Compatibility of the MM 1.x stack (mmengine 0.10.7) with recent PyTorch.
 
-Three gaps are closed here, and one warning is silenced:
+Three gaps are closed here:
 
 * ``torch.load`` defaults to ``weights_only=True`` since PyTorch 2.6, and every checkpoint an
   mmengine ``Runner`` writes holds more than tensors: the message hub's ``HistoryBuffer`` logs
@@ -10,24 +10,25 @@ Three gaps are closed here, and one warning is silenced:
   ``init_cfg=dict(type='Pretrained', ...)`` all fail on such files.
   :func:`register_mmengine_safe_globals` allowlists exactly those types with
   ``torch.serialization.add_safe_globals``; loading stays ``weights_only=True`` (no arbitrary code
-  runs), and only processes that call it (importing ``mmdavpt`` does) see the larger allowlist.
+  runs). Importing ``mmdavpt`` calls it (docs/architecture.md, "Import-time changes"): a config
+  that imports the package through ``custom_imports`` must be able to resume, whichever tool
+  runs it.
 * A file that is not a PyTorch checkpoint at all (random bytes, an HTML error page saved as
   ``.pth``, a truncated download) makes ``torch.load`` fail with a message that suggests
   ``weights_only=False``, i.e. running the file's pickle unrestricted.
-  :func:`load_from_local_checked`, registered by :func:`register_checkpoint_loader` as MMEngine's
-  loader of local paths (used by ``load_from``, ``resume``, ``init_cfg=dict(type='Pretrained')``
-  and our converters), says that the file is not a checkpoint instead.
+  :func:`load_from_local_checked` says that the file is not a checkpoint instead. The converters
+  and ``DAVPTViT``'s pre-trained weights read local files through it
+  (:func:`mmdavpt.utils.ckpt_convert.read_checkpoint`); :func:`register_checkpoint_loader` makes
+  it MMEngine's loader of local paths (``load_from``, ``resume``, any module's
+  ``init_cfg=dict(type='Pretrained')``) for a process that asks for it, as the tools do
+  (:func:`mmdavpt.utils.cli.build_runner`).
 * mmengine's ``AmpOptimWrapper`` asserts that a GPU (or NPU/MLU/MUSA) is present. On a CPU-only
   machine :class:`CPUAmpOptimWrapper` gives ``--amp`` its CPU meaning: bfloat16 autocast, no loss
   scaling (bfloat16 has the float32 exponent range).
-* mmengine reloads ``pkg_resources`` whenever a config names a base as ``mmpretrain::`` or
-  ``mmseg::``, and setuptools (pinned below 81 for it) then warns that ``pkg_resources`` is
-  deprecated, once per config read: importing ``mmdavpt`` ignores that one warning.
 """
 import os
 import os.path as osp
 import pickle
-import warnings
 import zipfile
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -43,9 +44,6 @@ from mmengine.runner import CheckpointLoader
 from mmengine.runner.amp import autocast
 from mmengine.runner.checkpoint import load_from_local
 from torch import nn
-
-warnings.filterwarnings('ignore', message='pkg_resources is deprecated as an API',
-                        category=UserWarning)
 
 try:  # numpy >= 1.26; numpy 2 deprecates the numpy.core path
     from numpy._core import multiarray
@@ -151,7 +149,9 @@ def load_from_local_checked(filename: str, map_location: Any = None) -> Any:
 
 def register_checkpoint_loader() -> None:
     """Make :func:`load_from_local_checked` MMEngine's ``CheckpointLoader`` for local paths (the
-    ``''`` scheme; ``http://``, ``s3://`` etc. keep theirs). Idempotent."""
+    ``''`` scheme; ``http://``, ``s3://`` etc. keep theirs) in this process. Idempotent. The
+    tools ask for it (:func:`mmdavpt.utils.cli.build_runner`); importing ``mmdavpt`` does
+    not."""
     CheckpointLoader.register_scheme(prefixes='', loader=load_from_local_checked, force=True)
 
 

@@ -159,7 +159,8 @@ def checkpoint_run_names(work_dir: str) -> Dict[str, str]:
     ``work_dir`` that MMEngine saved (``meta['experiment_name']``)."""
     import torch
 
-    import mmdavpt  # noqa: F401  lets torch.load (weights_only) read mmengine checkpoints
+    from mmdavpt.utils.compat import register_mmengine_safe_globals
+    register_mmengine_safe_globals()  # torch.load (weights_only) reads mmengine checkpoints
     names = {}
     for path in sorted(glob.glob(osp.join(work_dir, '*.pth'))):
         meta = torch.load(path, map_location='cpu', mmap=True).get('meta') or {}

@@ -12,11 +12,8 @@ from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.runner import BaseLoop, find_latest_checkpoint
 
 from mmdavpt.engine.head_classes import check_head_classes
-from mmdavpt.engine.hooks.tuned_only_checkpoint_hook import (
-    META_FLAG,
-    fingerprint_keys,
-    frozen_backbone_keys,
-)
+from mmdavpt.models.backbones import davpt_backbones
+from mmdavpt.models.backbones.tuned_only import META_FLAG, fingerprint_keys, frozen_backbone_keys
 from mmdavpt.registry import register_hook
 from mmdavpt.utils.ckpt_convert import compare_state_dicts
 from mmdavpt.utils.workdir import WorkDirConflict
@@ -310,11 +307,12 @@ class ConfigGuardHook(Hook):
                  for k, v in state.items()}
         own = model.state_dict()
         tuned_only = checkpoint.get('meta', {}).get(META_FLAG)
-        allowed_missing = set(frozen_backbone_keys(model)) if tuned_only else set()
+        backbones = davpt_backbones(model)
+        allowed_missing = frozen_backbone_keys(backbones) if tuned_only else set()
         allowed_missing |= {k for k in own if k.endswith('num_batches_tracked')}
         mismatch = compare_state_dicts(
             own, state, allowed_missing=allowed_missing,
-            allowed_extra=fingerprint_keys(model) if tuned_only else ())
+            allowed_extra=fingerprint_keys(backbones) if tuned_only else ())
         if not mismatch:
             return
         raise KeyError(f'{self._source(runner)} does not match the model '

@@ -20,6 +20,7 @@ from mmpretrain.models.utils import resize_pos_embed, to_2tuple
 from torch import Tensor, nn
 
 from mmdavpt.models.backbones.args import int_list, name_tuple, pretrained_checkpoint
+from mmdavpt.models.backbones.tuned_only import load_tuned_only
 from mmdavpt.registry import register_model
 
 #: Bias groups that ``bias_tuning`` can unfreeze. 'q', 'k', 'v' are slices of the fused qkv
@@ -386,6 +387,11 @@ class DAVPTViT(VisionTransformer):
     def _fill_frozen_from_pretrained(self, state_dict: dict, prefix: str, *args) -> None:
         """Load a tuned-only checkpoint on top of the pre-trained backbone of ``init_cfg``, after
         checking it was trained on that backbone (see
-        :func:`mmdavpt.engine.hooks.tuned_only_checkpoint_hook.load_tuned_only`)."""
-        from mmdavpt.engine.hooks.tuned_only_checkpoint_hook import load_tuned_only
+        :func:`mmdavpt.models.backbones.tuned_only.load_tuned_only`)."""
         load_tuned_only(self, state_dict, prefix)
+
+
+def davpt_backbones(model: nn.Module) -> Dict[str, DAVPTViT]:
+    """Every :class:`DAVPTViT` in ``model`` by module name (``''`` if ``model`` is one)."""
+    return {name: module for name, module in model.named_modules()
+            if isinstance(module, DAVPTViT)}

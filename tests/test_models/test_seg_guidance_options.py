@@ -1,4 +1,4 @@
-"""The segmentation guidance options of issue 12: ignore_classes and detach_samples."""
+"""The segmentation guidance options: ignore_classes and detach_samples."""
 import pytest
 import torch
 

@@ -60,7 +60,7 @@ class _Record(Hook):
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
         if runner.iter == 0:
-            self.first_step = {k: float(v) for k, v in outputs.items()}
+            self.first_step = {k: float(v.detach()) for k, v in outputs.items()}
             model = runner.model.module if hasattr(runner.model, 'module') else runner.model
             self.after_first_step = {k: p.detach().flatten().tolist()
                                      for k, p in model.named_parameters() if p.requires_grad}
