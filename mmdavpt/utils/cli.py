@@ -25,8 +25,8 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner, find_latest_checkpoint
 
 from mmdavpt.datasets.checks import check_datasets_not_empty
-from mmdavpt.engine.hooks.config_guard_hook import check_work_dir_settings
 from mmdavpt.utils.compat import register_checkpoint_loader
+from mmdavpt.utils.config_diff import check_work_dir_settings
 from mmdavpt.utils.dependencies import require_mmseg
 from mmdavpt.utils.workdir import check_work_dir_owner, run_name
 
