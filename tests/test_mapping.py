@@ -78,7 +78,8 @@ def test_state_dict_round_trip_restores_the_mapping():
 
 
 def test_kmeans_runs_on_one_thread(monkeypatch):
-    """C x D is tiny: BLAS/OpenMP thread pools only wait for each other (see docs/performance)."""
+    """C x D is tiny: BLAS/OpenMP thread pools only wait for each other
+    (docs/reports/performance.md)."""
     from sklearn.cluster import KMeans
     from threadpoolctl import threadpool_info
     seen = []
