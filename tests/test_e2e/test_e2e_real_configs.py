@@ -134,7 +134,9 @@ def read_test_metrics(work_dir: str) -> dict:
 
 
 def report(name: str, run: ToolRun, seconds_per_iter: List[float] = ()) -> None:
-    """One line of figures for the full-size runs (pytest -s shows them)."""
+    """One line of figures for the full-size runs (pytest -s shows them): the peak resident
+    memory of the command's largest process, its wall time, and its seconds per iteration as
+    logged (train: each iteration; test: the mean over the test images)."""
     per_iter = ', '.join(f'{s:.1f}' for s in seconds_per_iter)
     print(f'\n[e2e] {name}: peak RSS {run.peak_rss_gib:.2f} GiB, wall {run.seconds:.0f} s'
           + (f', s/iter {per_iter}' if per_iter else ''))
@@ -236,7 +238,7 @@ def run_seg(tmp_path, config: str, data_root: str, size: str, num_classes: int,
         # written in the annotations' ids (with reduce_zero_label, class c as c + 1)
         assert set(np.unique(pred).tolist()) <= set(
             range(int(reduce_zero_label), num_classes + int(reduce_zero_label)))
-    report(f'{config} test ({size})', single)
+    report(f'{config} test ({size})', single, [metrics['time']])
 
     # Multi-scale + flip at the config's own scales.
     views_file = str(tmp_path / 'tta_views.jsonl')
@@ -253,7 +255,7 @@ def run_seg(tmp_path, config: str, data_root: str, size: str, num_classes: int,
     for image in images:
         got = sorted((*v['img_shape'], v['flip']) for v in image['views'])
         assert got == expected_views(ratios, image_size), image
-    report(f'{config} test --tta ({size})', tta)
+    report(f'{config} test --tta ({size})', tta, [tta_metrics['time']])
 
 
 @pytest.mark.parametrize('size', SIZES)
@@ -301,7 +303,7 @@ def run_cls(tmp_path, config: str, data_root: str, size: str, num_classes: int,
                     str(tmp_path / 'test'), *cfg_options(options))
     metrics = read_test_metrics(str(tmp_path / 'test'))
     assert 0 <= metrics['accuracy/top1'] <= 100, metrics
-    report(f'{config} test ({size})', test)
+    report(f'{config} test ({size})', test, [metrics['time']])
 
 
 @pytest.mark.parametrize('size', SIZES)
