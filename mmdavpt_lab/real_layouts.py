@@ -64,6 +64,11 @@ FGVC_LAYOUTS: Dict[str, Tuple[str, str, int, Size]] = {
 }
 ADE20K_SIZE: Size = (683, 512)
 PASCAL_CONTEXT_SIZE: Size = (500, 375)
+#: The class ids the segmentation trees paint by default: twelve, more than the ten guided
+#: prompts of the DA-VPT configs, whose first class -> prompt mapping needs at least as many
+#: classes seen in the training data as prompts.
+ADE20K_CLASSES = (1, 2, 3, 4, 5, 7, 10, 13, 15, 20, 21, 23)
+PASCAL_CONTEXT_CLASSES = (2, 9, 15, 19, 23, 26, 33, 40, 44, 50, 55, 59)
 
 
 # ---- images ----------------------------------------------------------------------------------
@@ -115,22 +120,27 @@ def class_image(rng: np.random.Generator, label: int, size: Size) -> Image.Image
 
 
 def seg_pair(rng: np.random.Generator, classes: Sequence[int], size: Size,
-             background: int = 0, num_regions: int = 4) -> Tuple[Image.Image, Image.Image]:
-    """A segmentation image and its label map: ``num_regions`` ellipses and boxes, each of a
-    class drawn from ``classes``, on ``background``; each region painted in its class's colour.
+             background: int = 0, num_objects: int = 5) -> Tuple[Image.Image, Image.Image]:
+    """A segmentation image and its label map, a simple scene: a top and a bottom band of two
+    "stuff" classes with ``background`` between them, then ``num_objects`` ellipses and boxes
+    of other classes (all drawn from ``classes``, distinct while there are enough); every region
+    is painted in its class's colour, with texture.
 
     Returns:
         (RGB image, mode 'L' label map), both of ``size`` (width, height).
     """
     w, h = size
+    picked = rng.choice(np.asarray(classes), size=num_objects + 2,
+                        replace=len(classes) < num_objects + 2).tolist()
     labels = Image.new('L', size, background)
     draw = ImageDraw.Draw(labels)
-    for i in range(num_regions):
-        cls = int(classes[int(rng.integers(len(classes)))] if i else classes[0])
-        rw, rh = int(w * rng.uniform(0.25, 0.6)), int(h * rng.uniform(0.25, 0.6))
-        x0, y0 = int(rng.integers(0, w - rw)), int(rng.integers(0, h - rh))
-        box = (x0, y0, x0 + rw, y0 + rh)
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=cls)
+    draw.rectangle((0, 0, w, int(h * rng.uniform(0.2, 0.4))), fill=picked[0])
+    draw.rectangle((0, int(h * rng.uniform(0.6, 0.8)), w, h), fill=picked[1])
+    for cls in picked[2:]:
+        ow, oh = int(w * rng.uniform(0.12, 0.35)), int(h * rng.uniform(0.12, 0.35))
+        x0, y0 = int(rng.integers(0, w - ow)), int(rng.integers(0, h - oh))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((x0, y0, x0 + ow, y0 + oh),
+                                                                  fill=cls)
     label_map = np.asarray(labels)
     palette = np.stack([_class_colour(c) for c in range(256)])
     img = palette[label_map] + _texture(rng, size)
@@ -156,8 +166,8 @@ def _check_count(name: str, value: int, minimum: int = 1) -> None:
         raise ValueError(f'{name} must be an integer >= {minimum}, got {value!r}')
 
 
-def build_ade20k(root: str, num_train: int = 4, num_val: int = 2,
-                 classes: Sequence[int] = (1, 3, 5, 13, 21), size: Size = ADE20K_SIZE,
+def build_ade20k(root: str, num_train: int = 8, num_val: int = 2,
+                 classes: Sequence[int] = ADE20K_CLASSES, size: Size = ADE20K_SIZE,
                  seed: int = 0) -> str:
     """ADE20K (SceneParsing challenge) in its release layout under ``root``::
 
@@ -192,8 +202,8 @@ def build_ade20k(root: str, num_train: int = 4, num_val: int = 2,
     return data_root
 
 
-def build_pascal_context(root: str, num_train: int = 4, num_val: int = 2,
-                         classes: Sequence[int] = (2, 9, 15, 26, 59),
+def build_pascal_context(root: str, num_train: int = 8, num_val: int = 2,
+                         classes: Sequence[int] = PASCAL_CONTEXT_CLASSES,
                          size: Size = PASCAL_CONTEXT_SIZE, seed: int = 0) -> str:
     """PASCAL Context on VOC2010 as MMSeg reads it, under ``root``::
 

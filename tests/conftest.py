@@ -13,6 +13,7 @@ import uuid
 from types import ModuleType
 
 import numpy as np
+import pytest
 import torch
 from mmengine.config import Config
 from mmengine.dataset import BaseDataset
@@ -42,6 +43,29 @@ def load_tool(relpath: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# ---- the opt-in full-size end-to-end runs ----------------------------------------------------
+def pytest_addoption(parser):
+    parser.addoption(
+        '--full-size', action='store_true',
+        help='also run the tests marked full_size: the end-to-end runs of tests/test_e2e at the '
+        'shipped model sizes (ViT-L/16 with 512 crops, ViT-B/16 at 224; tens of minutes and '
+        'about 11 GB of memory on a CPU; run with -s to see their figures)')
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        'markers', 'full_size: a shipped-size end-to-end run, skipped unless --full-size')
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption('--full-size'):
+        return
+    skip = pytest.mark.skip(reason='a full-size end-to-end run: pass --full-size')
+    for item in items:
+        if 'full_size' in item.keywords:
+            item.add_marker(skip)
 
 
 # ---- tiny models -----------------------------------------------------------------------------
