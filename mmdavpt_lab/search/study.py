@@ -69,13 +69,13 @@ def open_storage(url: Optional[str], heartbeat: Optional[int] = 60):
     """
     if url is None:
         return None
-    kwargs = {} if heartbeat is None else dict(
-        heartbeat_interval=heartbeat,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-            max_retry=1))
     from sqlalchemy.exc import IntegrityError
     with warnings.catch_warnings():  # the heartbeat is an "experimental" Optuna feature
         warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+        kwargs = {} if heartbeat is None else dict(
+            heartbeat_interval=heartbeat,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=1))
         try:
             return optuna.storages.RDBStorage(url, **kwargs)
         except IntegrityError:
