@@ -116,6 +116,11 @@ def tiny_seg(tmp_path_factory):
     data_root = _write_seg_data(str(tmp / 'data'))
     pretrained = _pretrained(str(tmp / 'pretrained.pth'), img_size=112)
     data = dict(dataset=dict(data_root=data_root, metainfo=dict(classes=SEG_CLASSES)))
+    # MMSeg's SegVisualizationHook (tools/test.py --show-dir) reads ``runner.iter``, which builds
+    # the train loop and so the training set: the val images stand in for it.
+    train = dict(dataset=dict(data_root=data_root, metainfo=dict(classes=SEG_CLASSES),
+                              ann_file='splits/val.txt',
+                              data_prefix=dict(img_path='img_dir/val', seg_map_path='ann_dir/val')))
     config = str(tmp / 'tiny_seg.py')
     Config(dict(
         _base_=[SEG_DEMO],
@@ -126,7 +131,7 @@ def tiny_seg(tmp_path_factory):
                    decode_head=dict(in_channels=32, channels=8, num_classes=len(SEG_CLASSES),
                                     loss_decode=dict(class_weight=[0.3, 1.0, 1.0])),
                    auxiliary_head=None),
-        val_dataloader=data, test_dataloader=data)).dump(config)
+        train_dataloader=train, val_dataloader=data, test_dataloader=data)).dump(config)
     cfg = Config.fromfile(config)
     # the test pipeline's mask check, for the 3 classes of this set
     for loader in ('val_dataloader', 'test_dataloader'):
