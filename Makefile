@@ -23,5 +23,5 @@ demo: demo-env
 	$(DEMO_PY) tools/demo_cls.py
 
 lint:
-	@if [ -n "$(RUFF)" ]; then $(RUFF) check mmdavpt tools tests; else \
+	@if [ -n "$(RUFF)" ]; then $(RUFF) check mmdavpt mmdavpt_lab tools tests demo; else \
 		echo "ruff is not installed (.venv/bin/python -m pip install ruff)"; exit 1; fi

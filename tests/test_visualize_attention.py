@@ -7,8 +7,8 @@ from mmengine.config import Config
 from mmpretrain.registry import MODELS
 
 import mmdavpt  # noqa: F401
-from mmdavpt_lab import attention
 from mmdavpt.models import DAVPTViT
+from mmdavpt_lab import attention
 
 from conftest import TINY_CLASSES, load_tool, tiny_backbone_cfg, write_tiny_config
 
