@@ -378,21 +378,9 @@ def _latest_log(work_dir: str) -> Optional[str]:
     return max(logs)[1] if logs else None
 
 
-def train_scalars(work_dir: str) -> List[dict]:
-    """The training scalars of every run folder of ``work_dir`` (a resumed training logs in a
-    new folder), oldest first; a later record of the same step replaces an earlier one."""
-    rows: Dict[tuple, dict] = {}
-    for run_dir in workdir.run_dirs(work_dir):
-        path = osp.join(run_dir, 'vis_data', 'scalars.json')
-        if osp.isfile(path):
-            for r in workdir.read_json_lines(path):
-                rows[('loss' in r, r.get('step'), r.get('iter'))] = r
-    return sorted(rows.values(), key=lambda r: (r.get('step', 0), 'loss' not in r))
-
-
 def selection_metrics(work_dir: str, metric: str = workdir.TOP1) -> Dict[str, float]:
     """A selection run's best val value and its epoch, and the last epoch's val value."""
-    rows = train_scalars(work_dir)
+    rows = workdir.resumed_train_scalars(work_dir)
     best, epoch = workdir.best_val(rows, metric=metric)
     if best is None:
         return {}

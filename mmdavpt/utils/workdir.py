@@ -126,6 +126,20 @@ def train_scalars(work_dir: str) -> List[dict]:
     return []
 
 
+def resumed_train_scalars(work_dir: str) -> List[dict]:
+    """The scalar records of every run folder of ``work_dir``, oldest first: unlike
+    :func:`train_scalars` (the latest training only), a training resumed with ``--resume``, which
+    logs in a new folder, keeps its earlier epochs; a later record of the same step replaces an
+    earlier one."""
+    rows: Dict[tuple, dict] = {}
+    for run_dir in run_dirs(work_dir):
+        path = osp.join(run_dir, 'vis_data', 'scalars.json')
+        if osp.isfile(path):
+            for r in read_json_lines(path):
+                rows[('loss' in r, r.get('step'), r.get('iter'))] = r
+    return sorted(rows.values(), key=lambda r: (r.get('step', 0), 'loss' not in r))
+
+
 def best_val(rows: Iterable[dict], *, metric: str = TOP1) -> Tuple[Optional[float], Optional[int]]:
     """(best val value, its epoch) from the training scalars; the first epoch wins ties, as
     ``CheckpointHook(rule='greater')`` keeps the first best."""
